@@ -1,0 +1,69 @@
+"""Build script: the Cython core (ELF patcher, green hooks) and the sample C clients.
+
+All build switches live here.  ``GREENHOOK_DEBUG=1`` builds with ``-O0 -g``;
+``GREENHOOK_ANNOTATE=1`` writes Cython's HTML annotation next to the sources.
+"""
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("GREENHOOK_DEBUG") == "1"
+ANNOTATE = os.environ.get("GREENHOOK_ANNOTATE") == "1"
+
+CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
+CFLAGS += ["-Wno-unused-function", "-fno-strict-aliasing"]
+
+
+def core_extensions():
+    if not sys.platform.startswith("linux"):
+        # Other platforms get the pure-Python package; patching raises UnsupportedPlatform.
+        return []
+    from Cython.Build import cythonize
+
+    exts = [
+        Extension(
+            "greenhook._elf",
+            ["cython/greenhook/_elf.pyx"],
+            include_dirs=["cython/greenhook/includes"],
+            extra_compile_args=CFLAGS,
+            libraries=["dl"],
+        ),
+        Extension(
+            "greenhook._hooks",
+            ["cython/greenhook/_hooks.pyx"],
+            include_dirs=["cython/greenhook/includes"],
+            extra_compile_args=CFLAGS,
+            libraries=["dl"],
+        ),
+    ]
+    return cythonize(
+        exts,
+        language_level=3,
+        annotate=ANNOTATE,
+        compiler_directives={"embedsignature": True},
+    )
+
+
+class build_ext(_build_ext):
+    """Build the Cython core, then the sample C clients into ``greenhook/samples/_bin``."""
+
+    def run(self):
+        super().run()
+        if not sys.platform.startswith("linux"):
+            return
+        sys.path.insert(0, os.path.join(HERE, "cext_samples"))
+        try:
+            import build_samples
+        finally:
+            sys.path.pop(0)
+        if self.inplace:
+            out = os.path.join(HERE, "src", "greenhook", "samples", "_bin")
+        else:
+            out = os.path.join(self.build_lib, "greenhook", "samples", "_bin")
+        build_samples.build_all(out, debug=DEBUG, verbose=self.verbose)
+
+
+setup(ext_modules=core_extensions(), cmdclass={"build_ext": build_ext})

@@ -1,0 +1,60 @@
+"""greenhook: make the blocking calls inside native libraries cooperative for greenlets.
+
+Rewrites the GOT slots of shared libraries that are already loaded, so that their ``recv``,
+``poll``, ``connect``... land in green hooks that park the calling greenlet on a hub.
+"""
+
+__all__ = [
+    # patching
+    "patch_library",
+    "patch_module",
+    "unpatch_library",
+    "unpatch_all",
+    "patched_libraries",
+    "PatchReport",
+    # hubs
+    "use",
+    "enable_thread",
+    "disable_thread",
+    "current_backend",
+    # counters
+    "stats",
+    "reset_stats",
+    # errors
+    "GreenhookError",
+    "UnsupportedPlatform",
+    "LibraryNotFound",
+    "LibraryNotLoaded",
+    "NotAnELF",
+    "PatchError",
+    "RefusedLibrary",
+    "BackendError",
+]
+
+__version__ = "0.1.0"
+
+# --- errors
+from greenhook.exceptions import (
+    BackendError,
+    GreenhookError,
+    LibraryNotFound,
+    LibraryNotLoaded,
+    NotAnELF,
+    PatchError,
+    RefusedLibrary,
+    UnsupportedPlatform,
+)
+
+# --- patching (the compiled core is imported on first use, so that the pure-Python tools,
+#     e.g. ``greenhook audit``, work where it is not built)
+from greenhook._patch import (
+    PatchReport,
+    patch_library,
+    patch_module,
+    patched_libraries,
+    unpatch_all,
+    unpatch_library,
+)
+
+# --- hubs and counters
+from greenhook._api import current_backend, disable_thread, enable_thread, reset_stats, stats, use

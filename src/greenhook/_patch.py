@@ -1,0 +1,403 @@
+"""Wiring: which loaded object a target names, which objects may be patched, and the registry
+of every GOT slot written (so ``unpatch`` restores exactly what was there).
+
+Uses the ELF patcher (``_elf``) and the hook table (``_hooks``); neither knows of the other.
+"""
+
+import difflib
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import threading
+import types
+
+from greenhook import _symbols
+from greenhook.exceptions import (
+    GreenhookError,
+    LibraryNotFound,
+    LibraryNotLoaded,
+    NotAnELF,
+    PatchError,
+    RefusedLibrary,
+    UnsupportedPlatform,
+)
+
+_lock = threading.RLock()
+_registry = {}  # LoadedObject.base -> _Patched
+
+
+class PatchReport:
+    """What ``patch_library`` did to one loaded object."""
+
+    def __init__(self, library, soname, symbols, kinds, imports, not_greened, relro, bind_now):
+        #: resolved path of the loaded object
+        self.library = library
+        self.soname = soname
+        #: {symbol: number of slots written}
+        self.symbols = symbols
+        #: {symbol: sorted relocation kinds written (JUMP_SLOT, GLOB_DAT, ABS64)}
+        self.kinds = kinds
+        #: every blocking-relevant import found (greened or not)
+        self.imports = imports
+        #: imports that still block: {symbol: reason}
+        self.not_greened = not_greened
+        self.relro = relro
+        self.bind_now = bind_now
+
+    @property
+    def slots(self):
+        return sum(self.symbols.values())
+
+    def as_dict(self):
+        return {
+            "library": self.library,
+            "soname": self.soname,
+            "symbols": dict(self.symbols),
+            "kinds": {k: list(v) for k, v in self.kinds.items()},
+            "imports": list(self.imports),
+            "not_greened": dict(self.not_greened),
+            "relro": self.relro,
+            "bind_now": self.bind_now,
+        }
+
+    def __repr__(self):
+        still = f", still blocking in {sorted(self.not_greened)}" if self.not_greened else ""
+        return f"<PatchReport {self.library} slots={self.slots} {self.symbols}{still}>"
+
+
+class _Patched:
+    __slots__ = ("obj", "report", "slots")
+
+    def __init__(self, obj, report, slots):
+        self.obj = obj
+        self.report = report
+        self.slots = slots  # [(address, old_value, new_value, symbol, kind)]
+
+
+# --- platform ---------------------------------------------------------------------------------
+
+def _native():
+    """The compiled core, or UnsupportedPlatform."""
+    if not sys.platform.startswith("linux"):
+        raise UnsupportedPlatform(
+            f"greenhook patches ELF shared libraries on Linux; this is {sys.platform}")
+    try:
+        from greenhook import _elf, _hooks
+    except ImportError as exc:  # pragma: no cover - broken install
+        raise UnsupportedPlatform(f"greenhook's compiled core is not available: {exc}") from exc
+    if not _elf.SUPPORTED:
+        raise UnsupportedPlatform(
+            f"GOT patching supports x86_64 and aarch64; this machine is {platform.machine()}")
+    return _elf, _hooks
+
+
+# --- finding loaded objects -------------------------------------------------------------------
+
+def _is_elf(path):
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"\x7fELF", head
+
+
+def _same_file(a, b):
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _module_file(module):
+    path = getattr(module, "__file__", None)
+    if not path:
+        raise GreenhookError(f"module {module.__name__!r} has no file (built into the interpreter?)")
+    return path
+
+
+def find_loaded(target):
+    """The LoadedObject that ``target`` names: a soname, a path, or a module (object or file)."""
+    _elf, _ = _native()
+    if isinstance(target, types.ModuleType):
+        target = _module_file(target)
+    if isinstance(target, os.PathLike):
+        target = os.fspath(target)
+    if not isinstance(target, str) or not target:
+        raise GreenhookError(f"expected a soname, a path or a module, got {target!r}")
+    objs = _elf.loaded_objects()
+    if "/" not in target:
+        hits = [o for o in objs if o.soname == target or os.path.basename(o.path) == target]
+        if not hits:
+            # "libfoo.so" names "libfoo.so.1"
+            hits = [o for o in objs if o.soname and o.soname.startswith(target + ".")]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            paths = ", ".join(o.path for o in hits)
+            raise GreenhookError(f"{target!r} names several loaded objects ({paths}); pass a path")
+        if not os.path.exists(target):
+            raise LibraryNotLoaded(_not_loaded_message(target, objs))
+    # A path.
+    if not os.path.exists(target):
+        raise LibraryNotFound(f"no file at {target!r}")
+    if os.path.isdir(target):
+        raise NotAnELF(f"{target!r} is a directory, not a shared library")
+    ok, head = _is_elf(target)
+    if not ok:
+        raise NotAnELF(f"{target!r} is not an ELF file (starts with {head!r})")
+    for o in objs:
+        if o.path and _same_file(o.path, target):
+            return o
+    raise LibraryNotLoaded(_not_loaded_message(target, objs))
+
+
+def _not_loaded_message(target, objs):
+    names = {}
+    for o in objs:
+        for n in (o.soname, os.path.basename(o.path)):
+            if n:
+                names[n] = o.path
+    key = os.path.basename(target)
+    stem = key.split(".so")[0].lower()
+    similar = difflib.get_close_matches(key, list(names), n=5, cutoff=0.6)
+    similar += [n for n in names if stem and stem in n.lower() and n not in similar][:5]
+    hint = ("; loaded objects that look similar: " + ", ".join(f"{n} ({names[n]})" for n in similar)
+            if similar else "")
+    return (f"{target!r} is not loaded in this process (greenhook never loads a second copy: "
+            f"import the module that links it first){hint}")
+
+
+# --- policy: what may be patched --------------------------------------------------------------
+
+_RUNTIME_PREFIXES = ("libc.so", "libc-", "ld-linux", "ld64.so", "ld-musl", "libpython")
+_SYSTEM_RUNTIME = _RUNTIME_PREFIXES + (
+    "libm.so", "libm-", "libpthread", "libdl.so", "libdl-", "librt.so", "librt-", "libgcc_s",
+    "libstdc++", "libutil.so", "libresolv.so", "libmvec.so")
+
+
+def _package_dir(name):
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return [os.path.realpath(p) for p in spec.submodule_search_locations]
+
+
+def _refusal(obj):
+    """Why ``obj`` must not be patched, or None."""
+    base = os.path.basename(obj.path)
+    name = obj.soname or base
+    real = os.path.realpath(obj.path) if obj.path else ""
+    if name.startswith(("libc.so", "libc-")) or base.startswith(("libc.so", "libc-")):
+        return "it is the C library itself: patch the library that calls it instead"
+    if name.startswith(("ld-linux", "ld64.so", "ld-musl")) or base.startswith(("ld-linux", "ld-musl")):
+        return "it is the dynamic loader"
+    if name.startswith("libpython") or base.startswith("libpython"):
+        return "it is the Python interpreter's own library"
+    if obj.is_main:
+        return "it is the main program (the Python interpreter)"
+    for pkg, why in (("greenlet", "greenlet switches the stacks the hooks run on"),
+                     ("gevent", "gevent's compiled modules run the hub the hooks wait on"),
+                     ("greenhook", "it is greenhook itself")):
+        for d in _package_dir(pkg) or ():
+            if real.startswith(d + os.sep):
+                return why
+    return None
+
+
+def _is_system_runtime(obj):
+    name = obj.soname or os.path.basename(obj.path)
+    return name.startswith(_SYSTEM_RUNTIME) or _refusal(obj) is not None
+
+
+# --- patching ---------------------------------------------------------------------------------
+
+_BLOCKING = set(_symbols.GREENED) | set(_symbols.NOT_GREENED_YET)
+
+
+def _patch_object(obj, refuse=True):
+    _elf, _hooks = _native()
+    with _lock:
+        done = _registry.get(obj.base)
+        if done is not None:
+            return done.report  # patching twice is a no-op
+        if refuse:
+            why = _refusal(obj)
+            if why:
+                raise RefusedLibrary(f"refusing to patch {obj.soname or obj.path} ({obj.path}): {why}")
+        table = _hooks.hook_table()
+        hook_addrs = set(table.values())
+        all_imports = obj.slots(_BLOCKING)
+        plan, symbols, kinds = [], {}, {}
+        for name, addr, kind, value in all_imports:
+            hook = table.get(name)
+            if hook is None or value in hook_addrs:
+                continue
+            plan.append((addr, hook, name, kind))
+            symbols[name] = symbols.get(name, 0) + 1
+            kinds.setdefault(name, set()).add(kind)
+        imports = sorted({s[0] for s in all_imports})
+        not_greened = {n: _symbols.NOT_GREENED_YET[n] for n in imports
+                       if n in _symbols.NOT_GREENED_YET}
+        old = _elf.write_slots([(addr, hook) for addr, hook, _, _ in plan])
+        slots = [(addr, prev, hook, name, kind)
+                 for (addr, hook, name, kind), prev in zip(plan, old)]
+        report = PatchReport(
+            library=os.path.realpath(obj.path) if obj.path else obj.path,
+            soname=obj.soname,
+            symbols=symbols,
+            kinds={k: sorted(v) for k, v in kinds.items()},
+            imports=imports,
+            not_greened=not_greened,
+            relro=("full" if obj.bind_now else "partial") if obj.relro else "none",
+            bind_now=obj.bind_now,
+        )
+        _registry[obj.base] = _Patched(obj, report, slots)
+        _ensure_thread_bound()
+        return report
+
+
+def _ensure_thread_bound():
+    """The thread that patches waits greenly from then on (backend chosen per call unless set)."""
+    from greenhook import _api
+    _api._bind_current_thread_if_unbound()
+
+
+def patch_library(target):
+    """Green every blocking call ``target`` imports; return its PatchReport.
+
+    ``target``: a soname (``"libmariadb.so.3"``), a path, or a loaded extension module / its file.
+    The object must already be loaded.  Patching twice returns the first report unchanged.
+    """
+    return _patch_object(find_loaded(target))
+
+
+def unpatch_library(target):
+    """Restore every slot greenhook wrote in ``target``; return its PatchReport (or None)."""
+    _elf, _ = _native()
+    obj = find_loaded(target)
+    with _lock:
+        done = _registry.pop(obj.base, None)
+        if done is None:
+            return None
+        _restore(_elf, done)
+        return done.report
+
+
+def _restore(_elf, done):
+    restore = []
+    for addr, old, new, name, kind in done.slots:
+        # Someone else rewrote the slot after us: leave their value, never resurrect ours.
+        if _elf.read_slot(addr) == new:
+            restore.append((addr, old))
+    _elf.write_slots(restore)
+
+
+def unpatch_all():
+    """Restore every patched library; return the list of their reports."""
+    if not _registry:
+        return []
+    _elf, _ = _native()
+    with _lock:
+        reports = []
+        for base in list(_registry):
+            done = _registry.pop(base)
+            _restore(_elf, done)
+            reports.append(done.report)
+        return reports
+
+
+def patched_libraries():
+    """PatchReports of every library currently patched, in patching order."""
+    with _lock:
+        return [p.report for p in _registry.values()]
+
+
+def patched_slots():
+    """[(library, symbol, kind, address, old_value, hook)] for every slot written (diagnostics)."""
+    with _lock:
+        return [(p.report.library, name, kind, addr, old, new)
+                for p in _registry.values() for addr, old, new, name, kind in p.slots]
+
+
+# --- modules and their dependency closure -----------------------------------------------------
+
+def _extension_files(module):
+    """Shared-object files of an extension module, or of the extension modules loaded under a
+    package (``MySQLdb`` -> ``MySQLdb/_mysql*.so``)."""
+    path = getattr(module, "__file__", None) or ""
+    if path.endswith(".so") or ".so." in os.path.basename(path):
+        return [path]
+    prefix = module.__name__ + "."
+    files = []
+    for name, mod in list(sys.modules.items()):
+        if name.startswith(prefix) and mod is not None:
+            f = getattr(mod, "__file__", None) or ""
+            if f.endswith(".so"):
+                files.append(f)
+    if not files:
+        raise GreenhookError(
+            f"module {module.__name__!r} is not a C extension and has no extension modules "
+            f"loaded under it ({path or 'no file'}); pass the extension module itself")
+    return sorted(set(files))
+
+
+def _expand_runpath(obj):
+    if not obj.runpath:
+        return []
+    origin = os.path.dirname(os.path.realpath(obj.path))
+    return [os.path.realpath(p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin))
+            for p in obj.runpath.split(":") if p]
+
+
+def dependency_closure(root):
+    """``root`` and every loaded object reachable through DT_NEEDED, in breadth-first order."""
+    _elf, _ = _native()
+    objs = _elf.loaded_objects()
+    seen = {root.base}
+    order, queue = [root], [root]
+    while queue:
+        cur = queue.pop(0)
+        dirs = _expand_runpath(cur)
+        for needed in cur.needed:
+            cands = [o for o in objs if o.soname == needed or os.path.basename(o.path) == needed]
+            if len(cands) > 1 and dirs:
+                # Two copies with one soname (a wheel bundling its own): the requester's
+                # RUNPATH decides, as it did for the loader.
+                pref = [o for o in cands if os.path.dirname(os.path.realpath(o.path)) in dirs]
+                cands = pref or cands
+            for o in cands[:1]:
+                if o.base not in seen:
+                    seen.add(o.base)
+                    order.append(o)
+                    queue.append(o)
+    return order
+
+
+def patch_module(module, follow_deps=True):
+    """Green an extension module and, with ``follow_deps``, every library it links (its
+    DT_NEEDED closure among loaded objects) except the system runtime (libc, libm,
+    libpthread, libdl, the loader, libgcc_s, libstdc++, libpython, greenlet, greenhook).
+
+    ``module``: a module object or a dotted name (imported if needed).  Returns one PatchReport
+    per library considered, the extension first.
+    """
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    if not isinstance(module, types.ModuleType):
+        raise GreenhookError(f"expected a module or a dotted module name, got {module!r}")
+    reports, done = [], set()
+    for path in _extension_files(module):
+        root = find_loaded(path)
+        objs = dependency_closure(root) if follow_deps else [root]
+        for obj in objs:
+            if obj.base in done:
+                continue
+            done.add(obj.base)
+            if obj is not root and _is_system_runtime(obj):
+                continue
+            reports.append(_patch_object(obj))
+    return reports

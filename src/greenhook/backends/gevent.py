@@ -1,0 +1,61 @@
+"""Backend on gevent's hub: io and timer watchers on gevent's loop."""
+
+from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Waiter
+from greenlet import getcurrent
+
+from .base import READ_EVENTS, WRITE_EVENTS, Backend
+
+_READ, _WRITE = 1, 2  # libev/libuv watcher masks
+
+
+def _mask(events):
+    mask = (_READ if events & READ_EVENTS else 0) | (_WRITE if events & WRITE_EVENTS else 0)
+    # Only POLLERR/POLLHUP asked: the loop reports those as readable.
+    return mask or _READ
+
+
+class GeventBackend(Backend):
+    name = "gevent"
+
+    def can_switch(self):
+        hub = get_hub_if_exists()
+        return hub is not None and getcurrent() is not hub
+
+    def wait_fd(self, fd, events, timeout):
+        return self.wait_fds(((fd, events),), timeout)
+
+    def wait_fds(self, fds, timeout):
+        hub = get_hub_if_exists()
+        loop = hub.loop
+        waiter = Waiter(hub)
+        watchers = []
+        try:
+            for fd, events in fds:
+                io = loop.io(fd, _mask(events))
+                watchers.append(io)
+                io.start(waiter.switch, True)
+            if timeout is not None:
+                timer = loop.timer(max(timeout, 0.0))
+                watchers.append(timer)
+                timer.start(waiter.switch, False)
+            return waiter.get()
+        finally:
+            for w in watchers:
+                w.close()
+
+    def sleep(self, seconds):
+        hub = get_hub_if_exists()
+        waiter = Waiter(hub)
+        timer = None
+        try:
+            if seconds is not None:
+                timer = hub.loop.timer(max(seconds, 0.0))
+                timer.start(waiter.switch, None)
+            waiter.get()
+        finally:
+            if timer is not None:
+                timer.close()
+
+
+BACKEND = GeventBackend()
