@@ -42,6 +42,7 @@ def core_extensions():
     return cythonize(
         exts,
         language_level=3,
+        include_path=["cython/greenhook/includes"],
         annotate=ANNOTATE,
         compiler_directives={"embedsignature": True},
     )
