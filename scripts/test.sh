@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command: install what the tests need, start the real servers on 127.0.0.1, run
+# pytest, stop what was started.  Extra arguments go to pytest (e.g. -k matrix, -x).
+#
+#   1. Debian packages: MariaDB, PostgreSQL, memcached, client libraries (scripts/install_system_deps.sh)
+#   2. the project venv (.venv): greenhook[test] built from this checkout, the C drivers built
+#      from source against the system libraries (scripts/install_drivers.sh), and .venv-binary
+#      with psycopg2-binary for the bundled-library test
+#   3. servers in .run/services (scripts/services.py), stopped by PID on exit
+#   4. pytest, from the venv, on tests/
+#
+# Under CI=true nothing is skipped: a missing server, driver or tool fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+VENV="${GREENHOOK_VENV:-$ROOT/.venv}"
+RUN="$ROOT/.run/services"
+PYTHON="${PYTHON:-python3}"
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "system packages"
+bash scripts/install_system_deps.sh
+
+step "project venv $VENV"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check ".[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$VENV/bin/python" -c 'import greenhook._hooks, greenhook.samples, gevent, pytest'
+
+step "drivers built from source"
+PYTHON="$PYTHON" bash scripts/install_drivers.sh "$VENV"
+"$VENV-binary/bin/python" -m pip install -q --disable-pip-version-check . pytest 2>&1 | grep -v '^WARNING: Location' >&2 || true
+
+step "servers"
+stop_services() { "$PYTHON" scripts/services.py stop --dir "$RUN" >&2 || true; }
+trap stop_services EXIT
+"$PYTHON" scripts/services.py start --dir "$RUN"
+
+step "pytest"
+export GREENHOOK_SERVICES="$RUN/services.json"
+export GREENHOOK_BINARY_VENV="$VENV-binary"
+set +e
+"$VENV/bin/python" -m pytest "$@"
+status=$?
+set -e
+exit $status
