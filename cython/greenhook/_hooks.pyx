@@ -301,7 +301,7 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
         if nfds == 0:
             backend.sleep(timeout)
             return GH_TIMEDOUT
-        if nfds == 1:
+        if nfds == 1 and fds[0].fd >= 0:
             ok = backend.wait_fd(fds[0].fd, fds[0].events, timeout)
         else:
             wanted = {}
@@ -732,16 +732,33 @@ cdef int _accept(gh_thread_t *t, int sym, int fd, sockaddr *addr, socklen_t *ale
 
 # --- readiness waits --------------------------------------------------------------------------
 
+cdef inline int64_t _nap_until(int64_t deadline, int spurious) noexcept nogil:
+    """After repeated wakes that the probe does not confirm (the hub reports readiness poll
+    does not, e.g. plain data while only POLLPRI was asked), sleep in growing naps instead of
+    spinning: 1 ms doubling to 64 ms, never past the deadline."""
+    cdef int shift = spurious - 3
+    cdef int64_t until
+    if shift > 6:
+        shift = 6
+    until = gh_now_ns() + (<int64_t>1000000 << shift)
+    if deadline >= 0 and until > deadline:
+        return deadline
+    return until
+
+
 cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadline,
                const sigset_t *mask, bint is_ppoll) noexcept nogil:
     """Slow path of poll/ppoll after a zero-timeout probe found nothing ready."""
-    cdef int r, rc
+    cdef int r, rc, spurious = 0
     cdef timespec zero, left
     cdef int64_t ns
     zero.tv_sec = 0
     zero.tv_nsec = 0
     while True:
-        rc = gh_wait(t, fds, <int>nfds, deadline, sym)
+        if spurious >= 3:
+            rc = gh_wait(t, NULL, 0, _nap_until(deadline, spurious), sym)
+        else:
+            rc = gh_wait(t, fds, <int>nfds, deadline, sym)
         if rc == GH_BLOCK:
             _blocking(t, sym)
             if is_ppoll:
@@ -771,6 +788,7 @@ cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadli
         if deadline >= 0 and gh_now_ns() >= deadline:
             t.counters[sym].timeouts += 1
             return 0  # never earlier than asked
+        spurious += 1
 
 
 cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
@@ -779,7 +797,7 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
     cdef fd_set srd, swr, sex
     cdef pollfd stackfds[64]
     cdef pollfd *fds = stackfds
-    cdef int i, n = 0, r, rc
+    cdef int i, n = 0, r, rc, spurious = 0
     cdef short ev
     cdef timespec zts
     cdef timeval ztv
@@ -812,7 +830,10 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
             fds[n].revents = 0
             n += 1
     while True:
-        rc = gh_wait(t, fds, n, deadline, sym)
+        if spurious >= 3:
+            rc = gh_wait(t, NULL, 0, _nap_until(deadline, spurious), sym)
+        else:
+            rc = gh_wait(t, fds, n, deadline, sym)
         if rc == GH_CANCELLED:
             t.counters[sym].cancelled += 1
             r = -2
@@ -835,6 +856,7 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
             t.counters[sym].timeouts += 1
             break
         # Nothing ready: select cleared the sets; put the caller's back and wait again.
+        spurious += 1
         if rd != NULL:
             memcpy(rd, &srd, sizeof(fd_set))
         if wr != NULL:
@@ -1107,9 +1129,9 @@ cdef int gh_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, timeval *tv) no
     if tv != NULL:
         # Linux select() reports the time not slept.
         e = gh_get_errno()
-        deadline = deadline - gh_now_ns()
-        if deadline < 0 or r != 0:
-            deadline = 0 if deadline < 0 else deadline
+        deadline -= gh_now_ns()
+        if deadline < 0:
+            deadline = 0
         tv.tv_sec = deadline // 1000000000
         tv.tv_usec = (deadline % 1000000000) // 1000
         gh_set_errno(e)
