@@ -161,7 +161,7 @@ def check(cell):
     if not cell.ok:
         return False, "wrong reply bytes or errors: " + "; ".join(cell.errors or ["bytes differ"])
     if cell.patched:
-        limit = max(1.5 * cell.delay * 20 / 4, cell.delay * 2.5)  # 1.5 s for 20 x 0.2 s
+        limit = max(1.5 * cell.delay, cell.delay + 0.3 * serial)  # 1.4 s for 20 x 0.2 s
         if cell.wall >= limit:
             return False, f"took {cell.wall:.2f} s, expected < {limit:.2f} s (serial: {serial:.1f} s)"
         expected_ticks = max(3, int(cell.delay / TICK / 4))
