@@ -62,7 +62,7 @@ cdef extern from "Python.h":
     PyFrameObject *PyFrame_GetBack(PyFrameObject *frame)
     void PyErr_SetObject(PyObject *type, PyObject *value)
     enum:
-        PyTrace_CALL, PyTrace_EXCEPTION, PyTrace_LINE, PyTrace_RETURN
+        PyTrace_CALL, PyTrace_EXCEPTION, PyTrace_LINE, PyTrace_RETURN, PyTrace_OPCODE
 
 SYMBOL_NAMES = (
     "connect", "accept", "accept4", "read", "write", "readv", "writev", "recv", "send",
@@ -77,6 +77,7 @@ cdef enum:
     GH_CANCELLED = 2    # an exception was thrown into the greenlet; it is delivered later
     GH_BLOCK = 3        # this greenlet cannot switch: block the OS thread with the real call
     GH_NONBLOCKING = 4  # the fd is O_NONBLOCK: the caller wants EAGAIN back
+    GH_CANCELLED_NOW = 5  # (internal) this wait itself was cancelled, not a later one
 
 cdef enum:
     GH_UNSET = -2       # deadline not computed yet (-1 means no deadline)
@@ -151,6 +152,13 @@ cdef class _Pending:
     cdef object greenlet
     cdef object exc
     cdef object frame     # the Python frame that called into C; identity is what matters
+    cdef bint had_local_trace
+
+
+def _local_trace(frame, event, arg):
+    # A frame-local trace function is what makes the interpreter report opcode events for the
+    # frame; the events themselves are handled by the C-level tracer.
+    return _local_trace
 
 
 cdef class _ThreadState:
@@ -160,8 +168,8 @@ cdef class _ThreadState:
     cdef public object backend      # a Backend, or None to ask the resolver each time
     cdef readonly object thread_ident
     cdef list pending               # _Pending exceptions waiting for their frame
-    cdef Py_tracefunc prev_func
-    cdef PyObject *prev_obj
+    cdef Py_tracefunc prev_func       # the tracer found when arming, chained to and
+    cdef PyObject *prev_obj           # restored afterwards
     cdef bint armed
 
     def __cinit__(self):
@@ -209,12 +217,35 @@ cdef class _ThreadState:
         p.exc = exc
         p.frame = <object><PyObject *>frame
         self.pending.append(p)
+        self._watch_opcodes(p)
         if not self.armed:
             self.prev_func = gh_get_tracefunc()
             self.prev_obj = gh_get_traceobj()
             Py_XINCREF(self.prev_obj)
             self.armed = True
             PyEval_SetTrace(<Py_tracefunc>_trace, <PyObject *>self)
+
+    cdef void _watch_opcodes(self, _Pending p):
+        """Ask for an event at the frame's next opcode, i.e. right after the C call returns, so
+        that a call that returns normally (rather than raising) is interrupted before the rest
+        of its line runs.  Where the interpreter ignores this (3.12) the next line is used."""
+        frame = p.frame
+        try:
+            p.had_local_trace = frame.f_trace is not None
+            if not p.had_local_trace:
+                frame.f_trace = _local_trace
+            frame.f_trace_opcodes = True
+        except Exception:
+            pass
+
+    cdef void _unwatch_opcodes(self, _Pending p):
+        frame = p.frame
+        try:
+            frame.f_trace_opcodes = False
+            if not p.had_local_trace and frame.f_trace is _local_trace:
+                frame.f_trace = None
+        except Exception:
+            pass
 
     cdef void _disarm(self):
         cdef PyObject *obj = self.prev_obj
@@ -233,8 +264,9 @@ cdef class _ThreadState:
             p = <_Pending>self.pending[i]
             if <PyObject *>p.frame != <PyObject *>frame:
                 continue
-            if what == PyTrace_EXCEPTION or what == PyTrace_LINE:
+            if what == PyTrace_EXCEPTION or what == PyTrace_LINE or what == PyTrace_OPCODE:
                 del self.pending[i]
+                self._unwatch_opcodes(p)
                 if not self.pending:
                     self._disarm()
                 if what == PyTrace_EXCEPTION and arg != NULL:
@@ -247,12 +279,15 @@ cdef class _ThreadState:
                 # The C call returned normally and so did its frame: deliver in the caller.
                 back = PyFrame_GetBack(frame)
                 if back == NULL:
+                    self._unwatch_opcodes(p)
                     del self.pending[i]
                     if not self.pending:
                         self._disarm()
                 else:
+                    self._unwatch_opcodes(p)
                     p.frame = <object><PyObject *>back
                     Py_XDECREF(<PyObject *>back)
+                    self._watch_opcodes(p)
             return None
         return None
 
@@ -318,14 +353,37 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
             st._cancel(exc)
         except BaseException:
             pass
-        return GH_CANCELLED
+        return GH_CANCELLED_NOW
+
+
+cdef void _drop_connection(int fd) noexcept nogil:
+    """Shut down a connected stream socket whose call was cancelled mid-protocol.
+
+    The driver's conversation with its server is now in an unknown state; left open, the
+    server's late answer would be read as the answer to the next request (libpq does exactly
+    that).  Shut down, the driver sees a dead connection and fails or reconnects."""
+    cdef int kind = 0
+    cdef socklen_t kl = sizeof(int)
+    cdef sockaddr_storage peer
+    cdef socklen_t pl = sizeof(sockaddr_storage)
+    if getsockopt(fd, SOL_SOCKET, SO_TYPE, &kind, &kl) != 0 or kind != SOCK_STREAM:
+        return
+    if getpeername(fd, <sockaddr *>&peer, &pl) != 0:
+        return  # listening, or still connecting
+    shutdown(fd, SHUT_RDWR)
 
 
 cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept nogil:
     """Park the current greenlet until one of ``fds`` may be ready or ``deadline`` (monotonic ns,
     -1 = none) passes; ``nfds == 0`` is a sleep.  Returns a GH_* code; errno is not preserved."""
+    cdef int rc
     with gil:
-        return _wait_with_gil(t, fds, nfds, deadline, sym)
+        rc = _wait_with_gil(t, fds, nfds, deadline, sym)
+    if rc == GH_CANCELLED_NOW:
+        if nfds == 1 and fds[0].fd >= 0:
+            _drop_connection(fds[0].fd)
+        rc = GH_CANCELLED
+    return rc
 
 
 # --- shared pieces of the hook shape --------------------------------------------------------

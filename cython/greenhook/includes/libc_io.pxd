@@ -33,9 +33,13 @@ cdef extern from "sys/socket.h" nogil:
         void *msg_control
         size_t msg_controllen
         int msg_flags
+    struct sockaddr_storage:
+        unsigned short ss_family
     int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+    int getpeername(int fd, sockaddr *addr, socklen_t *alen)
+    int shutdown(int fd, int how)
     enum:
-        SOL_SOCKET, SO_RCVTIMEO, SO_SNDTIMEO, SO_ERROR
+        SOL_SOCKET, SO_RCVTIMEO, SO_SNDTIMEO, SO_ERROR, SO_TYPE, SOCK_STREAM, SHUT_RDWR
         MSG_DONTWAIT, MSG_WAITALL, MSG_PEEK
 
 cdef extern from "poll.h" nogil:
