@@ -356,6 +356,9 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
         return GH_CANCELLED_NOW
 
 
+cdef bint _shutdown_on_cancel = True   # greenhook.configure(shutdown_cancelled_sockets=...)
+
+
 cdef void _drop_connection(int fd) noexcept nogil:
     """Shut down a connected stream socket whose call was cancelled mid-protocol.
 
@@ -380,7 +383,7 @@ cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sy
     with gil:
         rc = _wait_with_gil(t, fds, nfds, deadline, sym)
     if rc == GH_CANCELLED_NOW:
-        if nfds == 1 and fds[0].fd >= 0:
+        if _shutdown_on_cancel and nfds == 1 and fds[0].fd >= 0:
             _drop_connection(fds[0].fd)
         rc = GH_CANCELLED
     return rc
@@ -1409,6 +1412,14 @@ def hook_table():
         "__ppoll_chk": (<uintptr_t>gh___ppoll_chk, <uintptr_t>real_ppoll_chk),
     }
     return {name: hook for name, (hook, real) in table.items() if real != 0}
+
+
+def set_shutdown_on_cancel(bint enabled):
+    """Whether a cancelled wait shuts its connected stream socket down; returns the old value."""
+    global _shutdown_on_cancel
+    old = _shutdown_on_cancel
+    _shutdown_on_cancel = enabled
+    return old
 
 
 def set_backend_resolver(resolver):

@@ -17,7 +17,8 @@ __all__ = [
     "enable_thread",
     "disable_thread",
     "current_backend",
-    # counters
+    # options and counters
+    "configure",
     "stats",
     "reset_stats",
     # errors
@@ -57,4 +58,12 @@ from greenhook._patch import (
 )
 
 # --- hubs and counters
-from greenhook._api import current_backend, disable_thread, enable_thread, reset_stats, stats, use
+from greenhook._api import (
+    configure,
+    current_backend,
+    disable_thread,
+    enable_thread,
+    reset_stats,
+    stats,
+    use,
+)

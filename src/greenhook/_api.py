@@ -63,6 +63,22 @@ def _bind_current_thread_if_unbound():
         hooks.bind_thread(None)
 
 
+def configure(shutdown_cancelled_sockets=None):
+    """Set process-wide options; returns the previous values of those given.
+
+    ``shutdown_cancelled_sockets`` (default True): when a kill or timeout cancels a call parked
+    on a connected stream socket, shut that socket down, so that the driver sees a dead
+    connection rather than reading the server's late answer as the answer to its next request.
+    Turn it off only for libraries that resynchronise their protocol themselves.
+    """
+    hooks = _hooks()
+    previous = {}
+    if shutdown_cancelled_sockets is not None:
+        previous["shutdown_cancelled_sockets"] = hooks.set_shutdown_on_cancel(
+            bool(shutdown_cancelled_sockets))
+    return previous
+
+
 def stats():
     """{symbol: {"calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled",
     "blocked"}} summed over all threads; symbols never called are left out."""

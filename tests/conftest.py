@@ -1,0 +1,79 @@
+"""Shared test helpers, importable from test modules as
+``from greenhook_test_support import ...`` (this conftest registers itself under that name:
+``conftest`` alone is ambiguous once several test directories have one).
+
+* :func:`skip_or_fail` -- skip with a reason, but FAIL under ``CI=true`` (nothing may be
+  skipped in CI).
+* :func:`run_scenario` -- run Python code (or a script) in a fresh interpreter, bounded in
+  time.  Every test that patches a GOT must do its patching in such a subprocess: patches
+  are process-wide and would leak into every later test.
+* :func:`run_checked` -- the same, insisting on success and a clean stderr; returns what the
+  scenario reported (``tests/scenarios/ghscen.py:report``).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+# Test modules import the helpers through this name (see the module docstring).
+sys.modules.setdefault("greenhook_test_support", sys.modules[__name__])
+
+#: where scenario scripts and their helper module live
+SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
+
+
+def skip_or_fail(reason):
+    """Skip the current test with ``reason``; under ``CI=true`` fail it instead."""
+    if IN_CI:
+        pytest.fail("%s (CI=true: nothing may be skipped)" % reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def run_scenario(code_or_path, timeout=60, env=None, args=()):
+    """Run ``code_or_path`` (Python source, or the path of a ``.py`` file) in a new process
+    with this interpreter; return ``(returncode, stdout, stderr)``.
+
+    ``env``: extra environment variables.  The child runs in :data:`SCENARIO_DIR` with that
+    directory on ``sys.path`` (so scenarios can ``import ghscen``) -- never the source tree,
+    so it imports the installed greenhook.  A child still running after ``timeout`` seconds
+    is killed and the test fails with whatever it printed.
+    """
+    if os.path.isfile(code_or_path):
+        cmd = [sys.executable, os.path.abspath(code_or_path)]
+    else:
+        cmd = [sys.executable, "-c", code_or_path]
+    cmd += list(args)
+    child_env = dict(os.environ)
+    child_env.pop("LD_BIND_NOW", None)  # the lazy-binding tests need lazy binding
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (SCENARIO_DIR, os.environ.get("PYTHONPATH")) if p)
+    child_env["PYTHONFAULTHANDLER"] = "1"  # a crash prints the stack
+    child_env.update(env or {})
+    try:
+        proc = subprocess.run(cmd, cwd=SCENARIO_DIR, env=child_env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail("scenario still running after %s s (hang?)\n--- stdout\n%s\n--- stderr\n%s"
+                    % (timeout, out or "", err or ""), pytrace=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_checked(code_or_path, timeout=60, env=None):
+    """:func:`run_scenario` that insists on exit status 0 and a clean stderr (no traceback,
+    no "Exception ignored"); returns the values the scenario handed back with
+    ``ghscen.report(**values)`` (``GHRESULT {json}`` lines on stdout), merged."""
+    rc, out, err = run_scenario(code_or_path, timeout=timeout, env=env)
+    where = "--- stdout\n%s\n--- stderr\n%s" % (out, err)
+    assert rc == 0, "scenario exited with status %s\n%s" % (rc, where)
+    assert "Traceback" not in err and "Exception ignored" not in err, where
+    results = {}
+    for line in out.splitlines():
+        if line.startswith("GHRESULT "):
+            results.update(json.loads(line[len("GHRESULT "):]))
+    return results
