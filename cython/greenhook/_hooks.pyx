@@ -228,7 +228,7 @@ cdef class _ThreadState:
     cdef void _watch_opcodes(self, _Pending p):
         """Ask for an event at the frame's next opcode, i.e. right after the C call returns, so
         that a call that returns normally (rather than raising) is interrupted before the rest
-        of its line runs.  Where the interpreter ignores this (3.12) the next line is used."""
+        of its line runs.  Where an interpreter ignored it, the next line event would do."""
         frame = p.frame
         try:
             p.had_local_trace = frame.f_trace is not None

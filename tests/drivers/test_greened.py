@@ -414,9 +414,6 @@ def test_pylibmc_timeout_then_client_still_correct(mc_args, hub):
     assert res["next"] == ["B", "A"], res["next"]
 
 
-@pytest.mark.xfail(sys.version_info[:2] == (3, 12), strict=True, reason=(
-    "CPython 3.12 ignores a frame's f_trace_opcodes set during a call: the exception is "
-    "raised at the next line instead (README Semantics 6)"))
 @pytest.mark.parametrize("hub", HUBS)
 def test_pylibmc_timeout_stops_the_calling_line(mc_args, hub):
     """In ``seen.append(mc.get(k))`` under Timeout(0.1), the cancelled get returns None
