@@ -17,6 +17,10 @@ __all__ = [
     "enable_thread",
     "disable_thread",
     "current_backend",
+    # seeing it
+    "watch",
+    "Watch",
+    "Stall",
     # options and counters
     "configure",
     "stats",
@@ -67,3 +71,6 @@ from greenhook._api import (
     stats,
     use,
 )
+
+# --- the blocking detector
+from greenhook._watch import Stall, Watch, watch

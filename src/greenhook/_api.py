@@ -32,6 +32,8 @@ def use(name):
             _default_name = name
         hooks.set_backend_resolver(_resolve)
         hooks.bind_thread(backend)
+    from greenhook import _watch
+    _watch.from_env(backend)  # GREENHOOK_WATCH=<seconds> starts the blocking detector
     return backend
 
 

@@ -5,9 +5,9 @@ import sys
 
 from greenhook.exceptions import BackendError
 
-from .base import Backend
+from .base import Backend, Heartbeat
 
-__all__ = ["Backend", "get_backend", "default_backend_name", "NAMES"]
+__all__ = ["Backend", "Heartbeat", "get_backend", "default_backend_name", "NAMES"]
 
 #: short name -> module defining ``BACKEND``
 NAMES = {

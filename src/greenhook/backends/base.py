@@ -3,7 +3,12 @@
 The hooks call these with the GIL held, from the greenlet that wants to wait.  A backend only
 answers "may this greenlet switch?", "wait for these fds / this long"; it never learns which
 libc call is waiting.
+
+``heartbeat`` is the one method that is not for the hooks: the blocking detector
+(``greenhook.watch``) uses it to learn when a hub's loop last ran.
 """
+import threading
+from time import monotonic
 
 # poll(2) event bits, as the hooks pass them (Linux values).
 POLLIN, POLLPRI, POLLOUT = 0x001, 0x002, 0x004
@@ -38,5 +43,38 @@ class Backend:
         """Park for ``seconds`` (``None``: until an exception is thrown in)."""
         raise NotImplementedError
 
+    def heartbeat(self, interval):
+        """A :class:`Heartbeat` beating every ``interval`` seconds in the calling OS thread's
+        hub (made if missing).  Optional: only ``greenhook.watch`` needs it."""
+        raise NotImplementedError(f"the {self.name!r} backend has no heartbeat")
+
     def __repr__(self):
         return f"<greenhook backend {self.name!r}>"
+
+
+class Heartbeat:
+    """A repeating, unref'd timer in one hub's loop that records when the loop last ran.
+
+    Made by :meth:`Backend.heartbeat` in the hub's OS thread; read by ``greenhook.watch``'s
+    monitor thread.  ``last`` (monotonic seconds of the latest beat) and ``looping`` (False
+    once the loop has exited for lack of work, until it starts again) are written in the hub
+    thread only.  The timer never keeps the loop alive: a loop with nothing else to do still
+    exits (or raises LoopExit) as it would without it.
+    """
+
+    def __init__(self, interval):
+        self.interval = interval
+        self.last = monotonic()
+        self.thread_ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
+        self.looping = True
+        self.cancelled = False
+
+    def busy(self):
+        """True when the loop has work besides this heartbeat: callbacks, timers or fd
+        watchers.  Called from any thread; a racy read is fine (the caller re-checks)."""
+        raise NotImplementedError
+
+    def cancel(self):
+        """Stop beating.  From any thread; from another one the timer ends at its next tick."""
+        self.cancelled = True

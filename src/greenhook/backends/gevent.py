@@ -1,10 +1,13 @@
 """Backend on gevent's hub: io and timer watchers on gevent's loop."""
 
+import threading
+from time import monotonic
+
 from gevent._hub_local import get_hub_if_exists
-from gevent.hub import Waiter
+from gevent.hub import Waiter, get_hub
 from greenlet import getcurrent
 
-from .base import READ_EVENTS, WRITE_EVENTS, Backend
+from .base import READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
 
@@ -56,6 +59,39 @@ class GeventBackend(Backend):
         finally:
             if timer is not None:
                 timer.close()
+
+    def heartbeat(self, interval):
+        return _GeventHeartbeat(get_hub().loop, interval)
+
+
+class _GeventHeartbeat(Heartbeat):
+    """A repeating timer with ``ref=False``: it never keeps gevent's loop alive."""
+
+    def __init__(self, loop, interval):
+        Heartbeat.__init__(self, interval)
+        self._loop = loop
+        self._timer = loop.timer(interval, interval, ref=False)
+        self._timer.start(self._tick)
+
+    def _tick(self):
+        self.last = monotonic()
+        if self.cancelled:
+            self._timer.close()
+
+    def busy(self):
+        loop = self._loop
+        # libev's activecnt counts ref'd active watchers: ours is unref'd, so it is left out.
+        active = getattr(loop, "activecnt", None)
+        if active is None:
+            return True     # a loop that cannot tell: assume someone is waiting
+        callbacks = getattr(loop, "_callbacks", None)
+        return active > 0 or bool(callbacks is not None and len(callbacks))
+
+    def cancel(self):
+        self.cancelled = True
+        # Watchers belong to the loop's thread; from elsewhere the next tick closes it.
+        if threading.get_ident() == self.thread_ident:
+            self._timer.close()
 
 
 BACKEND = GeventBackend()
