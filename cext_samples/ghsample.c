@@ -778,3 +778,71 @@ int ghs_request(const char *style, const char *host_or_unix_path, int port, int 
         *outlen = len;
     return rc;
 }
+
+
+/* ------------------------------------------------------------------------------------
+ * Benchmark loops (bench/).  Plain calls through the PLT in every variant.
+ * ---------------------------------------------------------------------------------- */
+static long bench_fail(ssize_t r)
+{
+    return r < 0 ? -(long)errno : -(long)EIO;
+}
+
+long ghs_bench_recv_send(int fd_a, int fd_b, long iterations)
+{
+    unsigned char c = 'x';
+    ssize_t r;
+    long i;
+    for (i = 0; i < iterations; i++) {
+        if ((r = send(fd_a, &c, 1, MSG_NOSIGNAL)) != 1)
+            return bench_fail(r);
+        if ((r = recv(fd_b, &c, 1, 0)) != 1)
+            return bench_fail(r);
+    }
+    return i;
+}
+
+long ghs_bench_poll_ready(int fd, long iterations)
+{
+    struct pollfd p;
+    int r;
+    long i;
+    for (i = 0; i < iterations; i++) {
+        p.fd = fd;
+        p.events = POLLOUT;
+        p.revents = 0;
+        if ((r = poll(&p, 1, 1000)) != 1)
+            return bench_fail(r);
+    }
+    return i;
+}
+
+long ghs_bench_read_pipe(int rfd, int wfd, long iterations)
+{
+    unsigned char c = 'x';
+    ssize_t r;
+    long i;
+    for (i = 0; i < iterations; i++) {
+        if ((r = write(wfd, &c, 1)) != 1)
+            return bench_fail(r);
+        if ((r = read(rfd, &c, 1)) != 1)
+            return bench_fail(r);
+    }
+    return i;
+}
+
+long ghs_bench_pingpong(int fd, long iterations, int initiator)
+{
+    unsigned char c = 'p';
+    ssize_t r;
+    long i;
+    for (i = 0; i < iterations; i++) {
+        if (initiator && (r = send(fd, &c, 1, MSG_NOSIGNAL)) != 1)
+            return bench_fail(r);
+        if ((r = recv(fd, &c, 1, 0)) != 1)
+            return bench_fail(r);
+        if (!initiator && (r = send(fd, &c, 1, MSG_NOSIGNAL)) != 1)
+            return bench_fail(r);
+    }
+    return i;
+}

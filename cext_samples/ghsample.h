@@ -89,6 +89,23 @@ GHS_API int ghs_request(const char *style, const char *host_or_unix_path, int po
                         int delay_ms, const unsigned char *payload, size_t len,
                         unsigned char *out, size_t outcap, size_t *outlen);
 
+/* --- benchmark loops (bench/) ----------------------------------------------------------
+ * Tight loops of libc calls made from inside this library, so that they go through its
+ * GOT (patched or not) with no Python in between.  Each returns the number of iterations
+ * done, or -errno of the first call that failed (a short transfer counts as -EIO).
+ *   ghs_bench_recv_send:  send 1 byte on fd_a, recv it on fd_b (a connected pair, e.g. a
+ *                         socketpair): data is always ready, so no call ever waits.
+ *   ghs_bench_poll_ready: poll(fd, POLLOUT, 1000 ms) on an fd that is always writable.
+ *   ghs_bench_read_pipe:  write 1 byte on wfd, read it on rfd (a pipe: not a socket).
+ *   ghs_bench_pingpong:   one side of a ping-pong on a connected stream socket: the
+ *                         initiator sends 1 byte then receives 1, the other side receives
+ *                         then sends; every recv waits for the peer.
+ */
+GHS_API long ghs_bench_recv_send(int fd_a, int fd_b, long iterations);
+GHS_API long ghs_bench_poll_ready(int fd, long iterations);
+GHS_API long ghs_bench_read_pipe(int rfd, int wfd, long iterations);
+GHS_API long ghs_bench_pingpong(int fd, long iterations, int initiator);
+
 /* Name of the i-th request style, NULL past the end. */
 GHS_API const char *ghs_style_name(int i);
 /* The variant this library was built as ("lazy", "now", ...). */
