@@ -29,7 +29,7 @@ step "project venv $VENV"
 
 step "drivers built from source"
 PYTHON="$PYTHON" bash scripts/install_drivers.sh "$VENV"
-"$VENV-binary/bin/python" -m pip install -q --disable-pip-version-check . pytest 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$VENV-binary/bin/python" -m pip install -q --disable-pip-version-check ".[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
 
 step "servers"
 stop_services() { "$PYTHON" scripts/services.py stop --dir "$RUN" >&2 || true; }
