@@ -414,21 +414,25 @@ cdef inline int _remaining_ms(int64_t deadline) noexcept nogil:
     return <int>((left + 999999) // 1000000)
 
 
+cdef int64_t _sock_deadline(int fd, int timeo_opt) noexcept nogil:
+    """Deadline from the socket's SO_RCVTIMEO/SO_SNDTIMEO (0 = none: -1)."""
+    cdef timeval tv
+    cdef socklen_t tl = sizeof(tv)
+    if getsockopt(fd, SOL_SOCKET, timeo_opt, &tv, &tl) == 0 and (tv.tv_sec or tv.tv_usec):
+        return gh_now_ns() + <int64_t>tv.tv_sec * 1000000000 + <int64_t>tv.tv_usec * 1000
+    return -1
+
+
 cdef int _park_fd(gh_thread_t *t, int fd, short events, int timeo_opt, int64_t *deadline, int sym) noexcept nogil:
     """A socket call would block.  Unless the fd is O_NONBLOCK (then the caller wants EAGAIN),
     wait for ``events`` until the socket's SO_RCVTIMEO/SO_SNDTIMEO deadline."""
     cdef pollfd p
     cdef int fl
-    cdef timeval tv
-    cdef socklen_t tl = sizeof(tv)
     if deadline[0] == GH_UNSET:
         fl = fcntl(fd, F_GETFL)
         if fl >= 0 and (fl & O_NONBLOCK):
             return GH_NONBLOCKING
-        if getsockopt(fd, SOL_SOCKET, timeo_opt, &tv, &tl) == 0 and (tv.tv_sec or tv.tv_usec):
-            deadline[0] = gh_now_ns() + <int64_t>tv.tv_sec * 1000000000 + <int64_t>tv.tv_usec * 1000
-        else:
-            deadline[0] = -1
+        deadline[0] = _sock_deadline(fd, timeo_opt)
     p.fd = fd
     p.events = events
     p.revents = 0
@@ -686,6 +690,7 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
         # AF_UNIX with a full backlog: a blocking connect would wait for room.  There is no
         # readiness event for that, so retry with short green sleeps until SO_SNDTIMEO.
         return _connect_unix_retry(t, fd, fl, addr, alen)
+    deadline = _sock_deadline(fd, SO_SNDTIMEO)  # the fd is known to be blocking: skip F_GETFL
     while True:
         rc = _park_fd(t, fd, POLLOUT, SO_SNDTIMEO, &deadline, GH_SYM_CONNECT)
         if rc == GH_READY:
@@ -707,7 +712,7 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
             p.fd = fd
             p.events = POLLOUT
             p.revents = 0
-            r = real_poll(&p, 1, _remaining_ms(deadline) if deadline != GH_UNSET else -1)
+            r = real_poll(&p, 1, _remaining_ms(deadline))
             _unblocked(t)
             if r == 0:
                 gh_set_errno(EINPROGRESS)
@@ -730,13 +735,8 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
 
 cdef int _connect_unix_retry(gh_thread_t *t, int fd, int fl, const sockaddr *addr, socklen_t alen) noexcept nogil:
     cdef int r, e, rc
-    cdef int64_t deadline, step = 1000000
-    cdef timeval tv
-    cdef socklen_t tl = sizeof(tv)
-    if getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 and (tv.tv_sec or tv.tv_usec):
-        deadline = gh_now_ns() + <int64_t>tv.tv_sec * 1000000000 + <int64_t>tv.tv_usec * 1000
-    else:
-        deadline = -1
+    cdef int64_t step = 1000000
+    cdef int64_t deadline = _sock_deadline(fd, SO_SNDTIMEO)
     while True:
         rc = gh_wait(t, NULL, 0, gh_now_ns() + step, GH_SYM_CONNECT)
         if rc == GH_CANCELLED:
