@@ -66,7 +66,7 @@ SRC_HASH="$(cd "$ROOT" && find cython src cext_samples setup.py pyproject.toml -
 STAMP="$VENV/.greenhook-src-hash"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$SRC_HASH" ] || ! "$PY" -c "import greenhook._hooks, greenhook.samples; greenhook.samples.library_path('now')" 2>/dev/null; then
     log "building greenhook from the work tree (source hash $SRC_HASH)"
-    SNAP="$(mktemp -d /tmp/greenhook-bench-src.XXXXXX)"
+    SNAP="$(mktemp -d -t greenhook-bench-src.XXXXXX)"
     (cd "$ROOT" && tar cf - --exclude='./.venv*' --exclude=./.git --exclude=./build --exclude=./.run \
         --exclude='*.egg-info' --exclude=./bench/results --exclude='__pycache__' \
         --exclude='./src/greenhook/samples/_bin' --exclude='./cython/greenhook/*.c' . ) | (cd "$SNAP" && tar xf -)

@@ -67,7 +67,8 @@ def main(argv=None):
         "loadavg_start": C.loadavg(),
         "quick": args.quick,
         "command": "bench/run.sh",
-        "argv": sys.argv[1:],
+        "argv": [os.path.relpath(a, C.ROOT) if os.path.isabs(a) and a.startswith(C.ROOT) else a
+                 for a in sys.argv[1:]],
     }
     try:
         with open(args.services) as f:
