@@ -577,6 +577,161 @@ def test_hub_greenlet_cannot_block():
     assert seen == [False, "refused", "refused", "refused"]
 
 
+# -- unref'd and repeating timers ---------------------------------------------------------------
+
+
+@isolated
+def test_unref_timer_does_not_keep_the_loop_alive():
+    hub = H.get_hub()
+    fired = []
+    t = hub.timer(1.0, fired.append, 1, ref=False)
+    assert t.pending and not hub.has_work()
+    start = time.monotonic()
+    H.run()                             # nothing but the unref'd timer: returns at once
+    assert time.monotonic() - start < 0.3
+    assert hub.exited and fired == [] and t.pending
+    H.spawn(H.sleep, 0.05)
+    assert hub.has_work()
+    H.run()                             # waits for the sleeper, not for the timer
+    assert 0.04 <= time.monotonic() - start < 0.6
+    assert fired == [] and t.pending
+    t.cancel()
+    assert not t.pending and "unref_timers=0" in repr(hub)
+
+
+@isolated
+def test_unref_timer_fires_while_other_work_keeps_the_loop_running():
+    hub = H.get_hub()
+    start = time.monotonic()
+    fired = []
+    hub.timer(0.05, lambda: fired.append(time.monotonic() - start), ref=False)
+    H.sleep(0.2)                        # a ref'd timer keeps the loop alive
+    assert len(fired) == 1 and 0.04 <= fired[0] < 0.15
+
+    # An fd waiter with no timeout (a poll that would otherwise wait forever).
+    a, b = pair()
+    fired.clear()
+    start = time.monotonic()
+    hub.timer(0.05, lambda: fired.append(time.monotonic() - start), ref=False)
+    writer = threading.Timer(0.25, b.send, (b"x",))
+    writer.start()
+    try:
+        assert hub.wait_fd(a.fileno(), POLLIN, None) is True
+    finally:
+        writer.join()
+    assert len(fired) == 1 and 0.04 <= fired[0] < 0.2
+
+
+@isolated
+def test_unref_timer_callback_may_add_work():
+    hub = H.get_hub()
+    done = []
+
+    def later():
+        H.sleep(0.05)
+        done.append(1)
+
+    hub.timer(0.01, lambda: H.spawn(later), ref=False)
+    H.sleep(0.02)
+    H.run()                             # the greenlet it spawned is work: run waits for it
+    assert done == [1]
+
+
+@isolated
+def test_loop_exit_with_only_unref_timers_pending():
+    hub = H.get_hub()
+    fired = []
+    hub.timer(1.0, fired.append, 1, ref=False)
+    hub.timer(1.0, fired.append, 2, ref=False, repeat=1.0)
+    start = time.monotonic()
+    with pytest.raises(H.LoopExit):
+        hub.wait_fds([], None)          # main waits on nothing: LoopExit, no wait for them
+    stuck = H.spawn(lambda: hub.wait_fds([], None))
+    with pytest.raises(H.LoopExit):
+        stuck.join()
+    assert time.monotonic() - start < 0.5 and fired == []
+    stuck.kill(timeout=1)
+
+
+@isolated
+def test_unref_timer_due_while_stopped_fires_when_the_loop_starts():
+    hub = H.get_hub()
+    fired = []
+    hub.timer(0.01, fired.append, 1, ref=False)
+    time.sleep(0.03)                    # no loop running: nothing can fire
+    assert fired == []
+    H.sleep(0)                          # the loop starts: the overdue timer fires first
+    assert fired == [1]
+
+
+@isolated
+def test_repeating_timer():
+    hub = H.get_hub()
+    calls = []
+    start = time.monotonic()
+    t = hub.timer(0.02, lambda: calls.append(time.monotonic() - start), repeat=0.02)
+    assert hub.has_work()               # a ref'd repeating timer keeps the loop alive
+    H.sleep(0.21)
+    assert 4 <= len(calls) <= 10 and t.pending
+    # Never early: call k no sooner than (k + 1) periods after the start.
+    assert all(when >= (k + 1) * 0.02 - 1e-6 for k, when in enumerate(calls))
+    t.cancel()
+    assert not t.pending and not hub.has_work()
+    n = len(calls)
+    H.sleep(0.06)
+    assert len(calls) == n
+
+    # Cancelled from its own callback: run() returns once it is gone.
+    count = []
+
+    def tick():
+        count.append(1)
+        if len(count) == 3:
+            t2.cancel()
+
+    t2 = hub.timer(0.01, tick, repeat=0.01)
+    H.run()
+    assert len(count) == 3 and not t2.pending
+
+    with pytest.raises(ValueError):
+        hub.timer(1, tick, repeat=0)
+
+
+@isolated
+def test_unref_repeating_timer_resumes_when_the_loop_restarts():
+    hub = H.get_hub()
+    beats = []
+    t = hub.timer(0.02, lambda: beats.append(time.monotonic()), ref=False, repeat=0.02)
+    H.run()
+    assert beats == [] and hub.exited   # does not keep the loop alive
+    cpu = time.thread_time()
+    H.sleep(0.2)                        # beats while something else keeps the loop running
+    assert not hub.exited
+    assert 4 <= len(beats) <= 10
+    assert time.thread_time() - cpu < 0.1       # a timer, not a spin
+    H.run()                             # stops again at once
+    assert hub.exited
+    n = len(beats)
+    time.sleep(0.1)                     # stopped: no beats, and no burst of them later
+    assert len(beats) == n
+    H.sleep(0)                          # restart: the overdue beat fires once, first thing
+    assert len(beats) == n + 1 and not hub.exited
+    H.sleep(0.2)
+    assert len(beats) >= n + 3 and t.pending
+    t.cancel()
+    n = len(beats)
+    H.sleep(0.05)
+    assert not t.pending and len(beats) == n
+
+
+@isolated
+def test_many_cancelled_unref_timers_are_compacted():
+    hub = H.get_hub()
+    for _ in range(2000):
+        hub.timer(60, lambda: None, ref=False).cancel()
+    assert len(hub._unref_timers) < 1000
+
+
 # -- LoopExit ------------------------------------------------------------------------------------
 
 

@@ -201,21 +201,32 @@ def _in_thread(body):
     return out.get("value")
 
 
-def test_idle_builtin_loop_still_exits_and_stop_unwraps():
+def test_idle_builtin_loop_still_exits_and_stop_cancels_the_beat():
+    import time
+
     from greenhook import hub as H
     from greenhook._watch import watch
 
     def body():
         hub = H.get_hub()
         w = watch(0.2, hub="builtin")
-        assert "_loop" in hub.__dict__
+        beat = w._heartbeat._timer
+        assert beat.pending and not hub.has_work()   # an unref'd hub timer, nothing wrapped
+        assert "_loop" not in hub.__dict__
         H.spawn(H.sleep, 0.05)
         H.run()                      # returns: the heartbeat does not keep the loop alive
+        assert not w._heartbeat.looping
         with pytest.raises(H.LoopExit):
             hub.wait_fds([], None)   # nothing can wake us: LoopExit, not a hang
+        assert not w._heartbeat.looping
+        before = w._heartbeat.last
+        time.sleep(0.06)             # longer than the beat interval, the loop stopped
+        H.sleep(0)                   # the loop starts again: looping, and beating at once
+        assert w._heartbeat.looping and w._heartbeat.last >= before + 0.06
         w.stop()
         w.stop()                     # idempotent
         assert "_loop" not in hub.__dict__
+        assert not beat.pending
         assert not w._thread.is_alive()
         hub.destroy()
         return list(w.stalls)

@@ -20,6 +20,11 @@ timers that are due.  When nothing is left -- no callbacks, no timers, no fd wai
 loop wakes the greenlets blocked in :func:`run`, or, if there are none, throws
 :class:`LoopExit` into the main greenlet, which is then waiting for something that can never
 happen.
+
+Unref'd timers (``hub.timer(..., ref=False)``, as gevent's) live in a heap of their own that
+the loop consults only for the poll timeout and to fire them: they run while the loop runs for
+other reasons and never count as something left, so the loop stops exactly as if they did not
+exist.  Those that came due while it was stopped fire first thing when it starts again.
 """
 import errno
 import heapq
@@ -65,6 +70,12 @@ _COMPACT_MIN = 256
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+
+
+def _compact(heap):
+    """Drop the cancelled entries of a timer heap, in place: the loop holds a reference."""
+    heap[:] = [entry for entry in heap if entry[2].callback is not None]
+    heapq.heapify(heap)
 
 
 class LoopExit(Exception):
@@ -132,6 +143,54 @@ class _Timer:
             self.hub._timer_cancelled()
 
 
+class _TimerEx(_Timer):
+    """A timer made with ``ref=False`` (kept in the hub's heap of unref'd timers) and/or with
+    ``repeat``.  A repeating one puts its own :meth:`_fire` in the heap: the loop clears
+    ``callback`` before calling it, as for any timer, and ``_fire`` re-arms the timer for the
+    next period before calling the user's function, which may then cancel it."""
+
+    __slots__ = ("ref", "repeat", "deadline", "func", "func_args")
+
+    def __init__(self, hub, deadline, callback, args, ref, repeat):
+        self.ref = ref
+        self.repeat = repeat
+        self.deadline = deadline
+        if repeat is None:
+            _Timer.__init__(self, hub, callback, args)
+        else:
+            self.func = callback
+            self.func_args = args
+            _Timer.__init__(self, hub, self._fire, ())
+
+    def _push(self):
+        hub = self.hub
+        _heappush(hub._timers if self.ref else hub._unref_timers,
+                  (self.deadline, next(hub._seq), self))
+
+    def _fire(self):
+        now = monotonic()
+        deadline = self.deadline + self.repeat
+        if deadline <= now:
+            # Fell behind (a loop that was stopped or busy): one call now, no burst of
+            # catch-up calls, then every ``repeat`` from here.
+            deadline = now + self.repeat
+        self.deadline = deadline
+        self.callback = self._fire
+        self.args = ()
+        self._push()
+        self.func(*self.func_args)
+
+    def cancel(self):
+        if self.callback is not None:
+            self.callback = self.args = None
+            if self.repeat is not None:
+                self.func = self.func_args = None
+            if self.ref:
+                self.hub._timer_cancelled()
+            else:
+                self.hub._unref_timer_cancelled()
+
+
 class Hub:
     """The event loop of one OS thread.  Use :func:`get_hub`, do not instantiate directly."""
 
@@ -151,16 +210,29 @@ class Hub:
         self._fds = {}              # fd -> _FdReg
         self._timers = []           # heap of (deadline, seq, _Timer)
         self._ncancelled = 0        # cancelled _Timers still in the heap
+        self._unref_timers = []     # heap of (deadline, seq, _TimerEx) made with ref=False
+        self._nucancelled = 0       # cancelled ones still in that heap
         self._seq = itertools.count()
         self._ready = deque()       # (callback, args) to run on the next iteration
         self._run_waiters = []      # _Waiters of greenlets blocked in run()
         # Bumped on every registry change; tells a stale epoll registration from a race.
         self._mods = 0
+        #: True from the moment the loop runs out of work (:meth:`run` returns, or
+        #: :class:`LoopExit` is raised) until something switches to the hub again.
+        self.exited = False
 
     def __repr__(self):
-        return "<%s at 0x%x fds=%d timers=%d callbacks=%d>" % (
+        return "<%s at 0x%x fds=%d timers=%d unref_timers=%d callbacks=%d%s>" % (
             type(self).__name__, id(self), len(self._fds),
-            len(self._timers) - self._ncancelled, len(self._ready))
+            len(self._timers) - self._ncancelled,
+            len(self._unref_timers) - self._nucancelled, len(self._ready),
+            " exited" if self.exited else "")
+
+    def has_work(self):
+        """True when the loop has something that keeps it running: queued callbacks, ref'd
+        timers or fd waiters (unref'd timers do not count).  Safe to call from any thread as
+        a racy snapshot."""
+        return bool(self._ready) or bool(self._fds) or len(self._timers) > self._ncancelled
 
     # -- the part the backends call: keep it lean --------------------------------------
 
@@ -189,7 +261,7 @@ class Hub:
         timer = None
         try:
             if timeout is not None:
-                timer = self.timer(timeout, w.wake, False)
+                timer = self._add_timer(timeout, w.wake, False)
             return self.greenlet.switch()
         finally:
             # Runs on wake and on a thrown kill/Timeout alike: nothing may outlive the wait.
@@ -224,7 +296,7 @@ class Hub:
                     return True
                 added.append((fd, w))
             if timeout is not None:
-                timer = self.timer(timeout, w.wake, False)
+                timer = self._add_timer(timeout, w.wake, False)
             return self.greenlet.switch()
         finally:
             for fd, w in added:
@@ -244,7 +316,7 @@ class Hub:
         if seconds is None or seconds <= 0:
             self._ready.append((w.wake, (None,)))
         else:
-            timer = self.timer(seconds, w.wake, None)
+            timer = self._add_timer(seconds, w.wake, None)
         try:
             self.greenlet.switch()
         finally:
@@ -266,7 +338,7 @@ class Hub:
             raise _cannot_block()
         timer = None
         if timeout is not None:
-            timer = self.timer(max(timeout, 0), w.wake, False)
+            timer = self._add_timer(max(timeout, 0), w.wake, False)
         try:
             return self.greenlet.switch()
         finally:
@@ -368,9 +440,31 @@ class Hub:
 
     # -- timers and callbacks --------------------------------------------------------------
 
-    def timer(self, seconds, callback, *args):
+    def timer(self, seconds, callback, *args, ref=True, repeat=None):
         """Call ``callback(*args)`` in the hub greenlet after ``seconds``; returns an object
-        with ``cancel()`` and ``pending``."""
+        with ``cancel()`` and ``pending``.
+
+        ``ref=False``: the timer fires while the loop runs for other reasons but does not keep
+        it running: with nothing else left, :meth:`run` returns and a waiting main greenlet
+        gets :class:`LoopExit` as if the timer did not exist.  One that comes due while the
+        loop is stopped fires first thing when it starts again.
+
+        ``repeat``: seconds (> 0); the timer fires again every ``repeat`` seconds after the
+        first call until cancelled (``pending`` stays True).  A loop that falls behind gets
+        one call, not a burst of catch-up calls."""
+        if ref and repeat is None:
+            t = _Timer(self, callback, args)
+            _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
+            return t
+        if repeat is not None and not repeat > 0:
+            raise ValueError("repeat must be a positive number of seconds, got %r" % (repeat,))
+        t = _TimerEx(self, monotonic() + seconds, callback, args, bool(ref), repeat)
+        t._push()
+        return t
+
+    def _add_timer(self, seconds, callback, *args):
+        # timer() for the waits in this module: a plain ref'd one-shot timer, without the
+        # cost of timer()'s keyword-only options on the hot path.
         t = _Timer(self, callback, args)
         _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
         return t
@@ -380,10 +474,16 @@ class Hub:
         n = self._ncancelled
         heap = self._timers
         if n > _COMPACT_MIN and n * 2 > len(heap):
-            # In place: the loop holds a reference to this list.
-            heap[:] = [entry for entry in heap if entry[2].callback is not None]
-            heapq.heapify(heap)
+            _compact(heap)
             self._ncancelled = 0
+
+    def _unref_timer_cancelled(self):
+        self._nucancelled += 1
+        n = self._nucancelled
+        heap = self._unref_timers
+        if n > _COMPACT_MIN and n * 2 > len(heap):
+            _compact(heap)
+            self._nucancelled = 0
 
     def run_callback(self, callback, *args):
         """Call ``callback(*args)`` in the hub greenlet on the next loop iteration."""
@@ -393,6 +493,7 @@ class Hub:
 
     def _run_forever(self):
         while True:
+            self.exited = False
             try:
                 self._loop()
             except GreenletExit:
@@ -400,6 +501,7 @@ class Hub:
             except BaseException:
                 self.handle_error(self, *sys.exc_info())
                 continue
+            self.exited = True
             # Nothing left to do.  Those waiting for exactly that go first ...
             if self._run_waiters:
                 self._run_waiters.pop(0).wake(None)
@@ -412,7 +514,11 @@ class Hub:
         """Iterate until nothing is left; returns then."""
         ready = self._ready
         timers = self._timers
+        unref = self._unref_timers
         fds = self._fds
+        if unref:
+            # Unref'd timers that came due while the loop was stopped.
+            self._run_unref_timers()
         while True:
             # Only the callbacks queued before this iteration: the ones they queue wait for
             # the next one, after a poll, so sleep(0) is fair and I/O is never starved.
@@ -437,6 +543,9 @@ class Hub:
                     timeout = -1
                 else:
                     return
+                # Unref'd timers shorten the poll but never keep the loop going.
+                if unref:
+                    timeout = self._unref_timeout(timeout)
 
             # Python retries EINTR itself (PEP 475); a signal handler's exception propagates
             # to _run_forever, which forwards KeyboardInterrupt to the main greenlet.
@@ -451,6 +560,8 @@ class Hub:
                 self._dispatch(events)
             if timers:
                 self._run_timers()
+            if unref:
+                self._run_unref_timers()
 
     def _dispatch(self, events):
         fds = self._fds
@@ -489,6 +600,37 @@ class Hub:
             callback = t.callback
             if callback is None:
                 self._ncancelled -= 1
+                continue
+            args = t.args
+            t.callback = t.args = None
+            try:
+                callback(*args)
+            except GreenletExit:
+                raise
+            except BaseException:
+                self.handle_error(t, *sys.exc_info())
+
+    def _unref_timeout(self, timeout):
+        """The poll timeout shortened to the nearest unref'd timer (``timeout`` -1: none)."""
+        unref = self._unref_timers
+        while unref and unref[0][2].callback is None:
+            _heappop(unref)
+            self._nucancelled -= 1
+        if unref:
+            due = min(max(unref[0][0] - monotonic(), 0), _MAX_POLL)
+            if timeout < 0 or due < timeout:
+                return due
+        return timeout
+
+    def _run_unref_timers(self):
+        # As _run_timers, on the heap of unref'd timers.
+        unref = self._unref_timers
+        now = monotonic()
+        while unref and unref[0][0] <= now:
+            t = _heappop(unref)[2]
+            callback = t.callback
+            if callback is None:
+                self._nucancelled -= 1
                 continue
             args = t.args
             t.callback = t.args = None
@@ -562,6 +704,8 @@ class Hub:
         self._fds.clear()
         self._timers.clear()
         self._ncancelled = 0
+        self._unref_timers.clear()
+        self._nucancelled = 0
         self._ready.clear()
         del self._run_waiters[:]
         self._epoll.close()
@@ -830,7 +974,7 @@ class Timeout(BaseException):
         if self.pending:
             raise AssertionError("%r is already started; cancel it first" % (self,))
         if self.seconds is not None:
-            self.timer = get_hub().timer(self.seconds, self._expire, getcurrent())
+            self.timer = get_hub()._add_timer(self.seconds, self._expire, getcurrent())
         return self
 
     def _expire(self, glet):

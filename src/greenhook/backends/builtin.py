@@ -33,56 +33,38 @@ class BuiltinBackend(Backend):
 
 
 class _BuiltinHeartbeat(Heartbeat):
-    """The built-in hub has no unref'd timers, so the beat re-arms itself only while the loop
-    has other work (letting an idle loop exit), and is armed again whenever the loop starts:
-    ``Hub._run_forever`` calls ``self._loop()`` on every (re)start, which this wraps."""
+    """A repeating unref'd timer on the built-in hub (``hub.timer(..., ref=False,
+    repeat=interval)``): it beats while the loop runs, never keeps it alive, and fires first
+    thing when a stopped loop starts again.  ``looping`` and ``busy()`` are read from the hub
+    itself (``hub.exited``, ``hub.has_work()``), which knows them exactly."""
 
     def __init__(self, hub, interval):
-        Heartbeat.__init__(self, interval)
         self._hub = hub
-        self._timer = None
-        self._inner_loop = hub._loop
-        hub._loop = self._loop
-        self._arm()
+        Heartbeat.__init__(self, interval)
+        self._timer = hub.timer(interval, self._beat, ref=False, repeat=interval)
 
-    def _loop(self):
-        if not self.cancelled:
-            self.last = monotonic()
-            self.looping = True
-            self._arm()
-        return self._inner_loop()
+    @property
+    def looping(self):
+        return not self._hub.exited
 
-    def _arm(self):
-        if self._timer is None or not self._timer.pending:
-            self._timer = self._hub.timer(self.interval, self._tick)
+    @looping.setter
+    def looping(self, value):
+        pass        # Heartbeat.__init__ sets it; the hub's own flag is the truth
 
-    def _tick(self):
-        self.last = monotonic()
-        self._timer = None
-        if not self.cancelled and self._has_other_work():
-            self._timer = self._hub.timer(self.interval, self._tick)
+    def _beat(self):
+        if self.cancelled:
+            self._timer.cancel()        # cancelled from another thread
         else:
-            self.looping = False     # the loop returns after this pass
+            self.last = monotonic()
 
-    def _has_other_work(self):
-        hub = self._hub
-        live_timers = len(hub._timers) - hub._ncancelled
-        timer = self._timer
-        if timer is not None and timer.pending:
-            live_timers -= 1
-        return live_timers > 0 or bool(hub._fds) or bool(hub._ready)
-
-    busy = _has_other_work
+    def busy(self):
+        return self._hub.has_work()
 
     def cancel(self):
         self.cancelled = True
-        hub = self._hub
-        if hub.__dict__.get("_loop") == self._loop:
-            del hub._loop
-        # The timer heap belongs to the hub's thread; from elsewhere the next tick ends it.
-        if threading.get_ident() == self.thread_ident and self._timer is not None:
+        # The timer heap belongs to the hub's thread; from elsewhere the next beat ends it.
+        if threading.get_ident() == self.thread_ident:
             self._timer.cancel()
-            self._timer = None
 
 
 BACKEND = BuiltinBackend()
