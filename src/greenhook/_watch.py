@@ -107,10 +107,12 @@ class Stall:
     @property
     def cpu_bound(self):
         """True when the thread was computing (or runnable) rather than waiting in a call."""
+        if self.cpu_share is not None:
+            # A thread waiting in a call is off the CPU.  The syscall sample alone misleads:
+            # a spinning thread is often caught in futex, taking back the GIL it just dropped.
+            return self.cpu_share + self.runqueue_share >= 0.5
         if self.syscall is not None and not self.late and self.syscall != "running":
             return False
-        if self.cpu_share is not None:
-            return self.cpu_share + self.runqueue_share >= 0.5
         return self.syscall == "running" and not self.late
 
     def format(self):
@@ -128,7 +130,7 @@ class Stall:
         lines.append("  patched libraries: %s" % (", ".join(
             os.path.basename(p) for p in self.patched) or "none"))
         if self.stack:
-            frames = user_frames(self.stack)
+            frames = list(self.stack)
             who = {"main": "the main greenlet", "hub": "the hub greenlet (a loop callback)",
                    "spawned": "a greenlet"}.get(self.greenlet, "the running code")
             lines.append("  Python stack of %s (most recent call last):" % who)
@@ -188,13 +190,6 @@ class Stall:
                 + self._native_line() + [_audit_hint(self.native_library)])
 
 
-def user_frames(stack):
-    """The frames of ``stack`` minus the heartbeat's wrapper around the built-in hub's loop."""
-    return [f for f in stack
-            if not (f.name == "_loop" and f.filename.endswith(_BUILTIN_BACKEND_FILE))]
-
-
-_BUILTIN_BACKEND_FILE = os.path.join("backends", "builtin.py")
 
 
 def _audit_hint(library):

@@ -223,7 +223,7 @@ def _diagnostic(fn, hub, threshold, ticker, wall, before, after, stalls):
                          "loaded; the stack below is where the thread was then)")
         if stall.stack:
             lines.append("  where (most recent call last):")
-            frames = _watch.user_frames(stall.stack)[-_watch.STACK_LIMIT:]
+            frames = list(stall.stack)[-_watch.STACK_LIMIT:]
             for text in traceback.StackSummary.from_list(frames).format():
                 lines.extend("  " + part for part in text.rstrip("\n").split("\n"))
     if reports:
