@@ -170,8 +170,8 @@ def _not_loaded_message(target, objs):
 
 # --- policy: what may be patched --------------------------------------------------------------
 
-_RUNTIME_PREFIXES = ("libc.so", "libc-", "ld-linux", "ld64.so", "ld-musl", "libpython")
-_SYSTEM_RUNTIME = _RUNTIME_PREFIXES + (
+# Left out of patch_module's closure (the refusals in _refusal are left out too).
+_SYSTEM_RUNTIME = (
     "libm.so", "libm-", "libpthread", "libdl.so", "libdl-", "librt.so", "librt-", "libgcc_s",
     "libstdc++", "libutil.so", "libresolv.so", "libmvec.so")
 

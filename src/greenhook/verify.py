@@ -95,7 +95,7 @@ def _child(args):
             exc = getattr(g, "exception", None)
             if exc is not None:
                 errors.append(f"{type(exc).__name__}: {exc}")
-            elif not g.dead if hasattr(g, "dead") else False:
+            elif not g.dead:
                 errors.append("did not finish within 60 s")
         ok = not errors and all(getattr(g, "value", None) is True for g in gs)
         return Cell(variant=args.variant, hub=args.hub, style=style, gil=gil, patched=patched,
