@@ -470,20 +470,18 @@ class Hub:
         return t
 
     def _timer_cancelled(self):
-        self._ncancelled += 1
-        n = self._ncancelled
-        heap = self._timers
-        if n > _COMPACT_MIN and n * 2 > len(heap):
-            _compact(heap)
-            self._ncancelled = 0
+        self._count_cancelled(self._timers, "_ncancelled")
 
     def _unref_timer_cancelled(self):
-        self._nucancelled += 1
-        n = self._nucancelled
-        heap = self._unref_timers
+        self._count_cancelled(self._unref_timers, "_nucancelled")
+
+    def _count_cancelled(self, heap, counter):
+        # Cancelled timers stay in their heap until popped; compact when they are the majority.
+        n = getattr(self, counter) + 1
         if n > _COMPACT_MIN and n * 2 > len(heap):
             _compact(heap)
-            self._nucancelled = 0
+            n = 0
+        setattr(self, counter, n)
 
     def run_callback(self, callback, *args):
         """Call ``callback(*args)`` in the hub greenlet on the next loop iteration."""
@@ -518,7 +516,7 @@ class Hub:
         fds = self._fds
         if unref:
             # Unref'd timers that came due while the loop was stopped.
-            self._run_unref_timers()
+            self._run_due(self._unref_timers, "_nucancelled")
         while True:
             # Only the callbacks queued before this iteration: the ones they queue wait for
             # the next one, after a poll, so sleep(0) is fair and I/O is never starved.
@@ -559,9 +557,9 @@ class Hub:
             if events:
                 self._dispatch(events)
             if timers:
-                self._run_timers()
+                self._run_due(self._timers, "_ncancelled")
             if unref:
-                self._run_unref_timers()
+                self._run_due(self._unref_timers, "_nucancelled")
 
     def _dispatch(self, events):
         fds = self._fds
@@ -590,16 +588,16 @@ class Hub:
                 self._rebuild_epoll()
                 return      # the rest of this batch came from the old set; poll again
 
-    def _run_timers(self):
-        timers = self._timers
-        # One "now" for the pass: timers added by the greenlets woken here wait for the
-        # next pass, so a greenlet re-arming a short timer cannot starve the loop.
+    def _run_due(self, heap, counter):
+        """Run the due timers of ``heap`` (ref'd or unref'd; ``counter`` names its count of
+        cancelled timers).  One "now" for the pass: timers added by the greenlets woken here
+        wait for the next pass, so a greenlet re-arming a short timer cannot starve the loop."""
         now = monotonic()
-        while timers and timers[0][0] <= now:
-            t = _heappop(timers)[2]
+        while heap and heap[0][0] <= now:
+            t = _heappop(heap)[2]
             callback = t.callback
             if callback is None:
-                self._ncancelled -= 1
+                setattr(self, counter, getattr(self, counter) - 1)
                 continue
             args = t.args
             t.callback = t.args = None
@@ -621,25 +619,6 @@ class Hub:
             if timeout < 0 or due < timeout:
                 return due
         return timeout
-
-    def _run_unref_timers(self):
-        # As _run_timers, on the heap of unref'd timers.
-        unref = self._unref_timers
-        now = monotonic()
-        while unref and unref[0][0] <= now:
-            t = _heappop(unref)[2]
-            callback = t.callback
-            if callback is None:
-                self._nucancelled -= 1
-                continue
-            args = t.args
-            t.callback = t.args = None
-            try:
-                callback(*args)
-            except GreenletExit:
-                raise
-            except BaseException:
-                self.handle_error(t, *sys.exc_info())
 
     # -- errors ----------------------------------------------------------------------------
 
