@@ -34,6 +34,7 @@ __all__ = [
     "PatchError",
     "RefusedLibrary",
     "BackendError",
+    "InvalidArgument",
 ]
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 from greenhook.exceptions import (
     BackendError,
     GreenhookError,
+    InvalidArgument,
     LibraryNotFound,
     LibraryNotLoaded,
     NotAnELF,

@@ -9,6 +9,7 @@ __all__ = [
     "PatchError",
     "RefusedLibrary",
     "BackendError",
+    "InvalidArgument",
 ]
 
 
@@ -45,3 +46,9 @@ class RefusedLibrary(PatchError):
 
 class BackendError(GreenhookError):
     """An unknown hub backend was asked for, or its package is not installed."""
+
+
+class InvalidArgument(GreenhookError, ValueError, TypeError):
+    """An argument or environment setting has the wrong type or value (a NaN timeout, a
+    ``report`` that is not callable, ``GREENHOOK_WATCH=abc`` ...).  Also a ``ValueError`` and a
+    ``TypeError``, so code written against the usual Python exceptions keeps working."""
