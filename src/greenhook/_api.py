@@ -1,21 +1,7 @@
 """Public wiring between the hooks and the hub backends: which backend a thread waits on."""
 
-import threading
-
-from greenhook import backends
-
-_lock = threading.Lock()
-_default_name = None  # set by use(); None: gevent if imported, else builtin
-
-
-def _resolve():
-    """Backend for threads bound without an explicit choice (called by the hooks, GIL held)."""
-    return backends.get_backend(_default_name or backends.default_backend_name())
-
-
-def _hooks():
-    from greenhook._patch import _native
-    return _native()[1]
+from greenhook import _core, _watch, backends
+from greenhook.exceptions import InvalidArgument
 
 
 def use(name):
@@ -24,15 +10,10 @@ def use(name):
 
     Returns the backend.  Raises BackendError for an unknown name or a missing package.
     """
-    global _default_name
     backend = backends.get_backend(name)
-    hooks = _hooks()
-    with _lock:
-        if isinstance(name, str):
-            _default_name = name
-        hooks.set_backend_resolver(_resolve)
-        hooks.bind_thread(backend)
-    from greenhook import _watch
+    if isinstance(name, str):
+        _core.set_default_backend(name)
+    _core.bind_current_thread(backend)
     _watch.from_env(backend)  # GREENHOOK_WATCH=<seconds> starts the blocking detector
     return backend
 
@@ -40,29 +21,20 @@ def use(name):
 def enable_thread(backend=None):
     """Let hooked calls in the calling OS thread wait greenly (e.g. a thread running its own
     hub).  ``backend``: a name or instance; None follows the default."""
-    hooks = _hooks()
-    hooks.set_backend_resolver(_resolve)
-    hooks.bind_thread(None if backend is None else backends.get_backend(backend))
+    _core.bind_current_thread(backend)
 
 
 def disable_thread():
     """Hooked calls in the calling OS thread pass straight through to libc again."""
-    _hooks().unbind_thread()
+    _core.hooks().unbind_thread()
 
 
 def current_backend():
     """The backend hooked calls in this thread would wait on now, or None if unbound."""
-    st = _hooks().thread_state()
+    st = _core.hooks().thread_state()
     if st is None:
         return None
-    return st.backend if st.backend is not None else _resolve()
-
-
-def _bind_current_thread_if_unbound():
-    hooks = _hooks()
-    hooks.set_backend_resolver(_resolve)
-    if hooks.thread_state() is None:
-        hooks.bind_thread(None)
+    return st.backend if st.backend is not None else _core.resolve_backend()
 
 
 def configure(shutdown_cancelled_sockets=None):
@@ -73,19 +45,23 @@ def configure(shutdown_cancelled_sockets=None):
     connection rather than reading the server's late answer as the answer to its next request.
     Turn it off only for libraries that resynchronise their protocol themselves.
     """
-    hooks = _hooks()
+    hooks = _core.hooks()
     previous = {}
     if shutdown_cancelled_sockets is not None:
+        if not isinstance(shutdown_cancelled_sockets, bool):
+            raise InvalidArgument(
+                "configure(shutdown_cancelled_sockets=...) takes True or False, got %r"
+                % (shutdown_cancelled_sockets,))
         previous["shutdown_cancelled_sockets"] = hooks.set_shutdown_on_cancel(
-            bool(shutdown_cancelled_sockets))
+            shutdown_cancelled_sockets)
     return previous
 
 
 def stats():
     """{symbol: {"calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled",
     "blocked"}} summed over all threads; symbols never called are left out."""
-    return _hooks().stats()
+    return _core.hooks().stats()
 
 
 def reset_stats():
-    _hooks().reset_stats()
+    _core.hooks().reset_stats()

@@ -8,12 +8,11 @@ import difflib
 import importlib
 import importlib.util
 import os
-import platform
 import sys
 import threading
 import types
 
-from greenhook import _symbols
+from greenhook import _core, _symbols
 from greenhook.exceptions import (
     GreenhookError,
     LibraryNotFound,
@@ -21,7 +20,6 @@ from greenhook.exceptions import (
     NotAnELF,
     PatchError,
     RefusedLibrary,
-    UnsupportedPlatform,
 )
 
 _lock = threading.RLock()
@@ -79,18 +77,7 @@ class _Patched:
 # --- platform ---------------------------------------------------------------------------------
 
 def _native():
-    """The compiled core, or UnsupportedPlatform."""
-    if not sys.platform.startswith("linux"):
-        raise UnsupportedPlatform(
-            f"greenhook patches ELF shared libraries on Linux; this is {sys.platform}")
-    try:
-        from greenhook import _elf, _hooks
-    except ImportError as exc:  # pragma: no cover - broken install
-        raise UnsupportedPlatform(f"greenhook's compiled core is not available: {exc}") from exc
-    if not _elf.SUPPORTED:
-        raise UnsupportedPlatform(
-            f"GOT patching supports x86_64 and aarch64; this machine is {platform.machine()}")
-    return _elf, _hooks
+    return _core.native()
 
 
 # --- finding loaded objects -------------------------------------------------------------------
@@ -264,8 +251,7 @@ def _patch_object(obj, refuse=True):
 
 def _ensure_thread_bound():
     """The thread that patches waits greenly from then on (backend chosen per call unless set)."""
-    from greenhook import _api
-    _api._bind_current_thread_if_unbound()
+    _core.bind_current_thread_if_unbound()
 
 
 def patch_library(target):

@@ -38,7 +38,7 @@ from time import monotonic
 
 from greenlet import getcurrent
 
-from greenhook import backends
+from greenhook import _core, _patch, backends
 from greenhook.exceptions import GreenhookError
 
 __all__ = ["watch", "Watch", "Stall", "from_env", "ENV"]
@@ -51,11 +51,7 @@ STACK_LIMIT = 12
 
 
 def _hooks():
-    try:
-        from greenhook._patch import _native
-        return _native()[1]
-    except GreenhookError:
-        return None
+    return _core.hooks_or_none()
 
 
 # --- the Stall report ----------------------------------------------------------------------
@@ -218,11 +214,7 @@ def _libraries_importing(symbol):
 
 
 def _patch_reports():
-    try:
-        from greenhook._patch import patched_libraries
-        return patched_libraries()
-    except Exception:
-        return []
+    return _patch.patched_libraries()
 
 
 # --- what the thread is doing natively -----------------------------------------------------
@@ -603,11 +595,11 @@ def watch(threshold=0.1, report=None, hub=None):
     if not threshold or threshold <= 0:
         raise ValueError("threshold must be a positive number of seconds, got %r" % (threshold,))
     if hub is None:
-        try:
-            from greenhook._api import current_backend
-            backend = current_backend()
-        except GreenhookError:
-            backend = None
+        h = _core.hooks_or_none()
+        st = h.thread_state() if h is not None else None
+        backend = None
+        if st is not None:
+            backend = st.backend if st.backend is not None else _core.resolve_backend()
         if backend is None:
             backend = backends.get_backend(backends.default_backend_name())
     else:
