@@ -17,11 +17,33 @@ CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
 CFLAGS += ["-Wno-unused-function", "-fno-strict-aliasing"]
 
 
+def generated_includes():
+    """Write the headers derived from greenhook/_symbols.py; return their directory."""
+    import runpy
+
+    symbols = runpy.run_path(os.path.join(HERE, "src", "greenhook", "_symbols.py"))
+    out = os.path.join(HERE, "build", "generated")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "gh_symbols.h")
+    text = symbols["symbols_header"]()
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return out      # unchanged: keep the mtime, no needless rebuild
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
+    return out
+
+
 def core_extensions():
     if not sys.platform.startswith("linux"):
         # Other platforms get the pure-Python package; patching raises UnsupportedPlatform.
         return []
     from Cython.Build import cythonize
+
+    includes = ["cython/greenhook/includes", generated_includes()]
 
     exts = [
         Extension(
@@ -34,7 +56,7 @@ def core_extensions():
         Extension(
             "greenhook._hooks",
             ["cython/greenhook/_hooks.pyx"],
-            include_dirs=["cython/greenhook/includes"],
+            include_dirs=includes,
             extra_compile_args=CFLAGS,
             libraries=["dl"],
         ),
@@ -42,7 +64,7 @@ def core_extensions():
     return cythonize(
         exts,
         language_level=3,
-        include_path=["cython/greenhook/includes"],
+        include_path=["cython/greenhook", "cython/greenhook/includes"],
         annotate=ANNOTATE,
         compiler_directives={"embedsignature": True},
     )

@@ -1,46 +1,67 @@
 """The catalogue of blocking-relevant libc symbols: which greenhook greens, which it does not yet.
 
-Pure data, shared by the patcher wiring (``_patch``) and the auditor.  The hooks themselves
-live in ``greenhook._hooks``; ``GREENED`` must name exactly the symbols that module exports.
+Pure data, shared by the patcher wiring (``_patch``), the auditor and the build (setup.py
+writes the hooks' C enum from :data:`HOOKED`).  The hooks themselves live in ``greenhook._hooks``.
 """
 
-# Symbol -> what it is, for every import greenhook replaces.  Aliases that glibc exports
-# (``__poll``, ``__connect``...) and the _FORTIFY_SOURCE twins are greened like the plain name.
-GREENED = {
-    "connect": "socket connect",
-    "__connect": "socket connect (glibc alias)",
-    "accept": "socket accept",
-    "accept4": "socket accept",
-    "read": "read (sockets only; other fds pass through)",
-    "__read": "read (glibc alias)",
-    "__read_chk": "read (_FORTIFY_SOURCE)",
-    "write": "write (sockets only; other fds pass through)",
-    "__write": "write (glibc alias)",
-    "readv": "readv (sockets only)",
-    "writev": "writev (sockets only)",
-    "recv": "socket receive",
-    "__recv_chk": "socket receive (_FORTIFY_SOURCE)",
-    "send": "socket send",
-    "__send": "socket send (glibc alias)",
-    "recvfrom": "socket receive",
-    "__recvfrom_chk": "socket receive (_FORTIFY_SOURCE)",
-    "sendto": "socket send",
-    "recvmsg": "socket receive",
-    "sendmsg": "socket send",
-    "poll": "readiness wait",
-    "__poll": "readiness wait (glibc alias)",
-    "__poll_chk": "readiness wait (_FORTIFY_SOURCE)",
-    "ppoll": "readiness wait",
-    "__ppoll_chk": "readiness wait (_FORTIFY_SOURCE)",
-    "select": "readiness wait",
-    "__select": "readiness wait (glibc alias)",
-    "pselect": "readiness wait",
-    "sleep": "sleep",
-    "usleep": "sleep",
-    "nanosleep": "sleep",
-    "__nanosleep": "sleep (glibc alias)",
-    "clock_nanosleep": "sleep (relative; TIMER_ABSTIME passes through)",
-}
+#: The one declaration of what greenhook hooks: ``(libc name, canonical hook, what it is)``.
+#: Aliases glibc exports (``__poll``, ``__connect``...) and the _FORTIFY_SOURCE twins are greened
+#: like their canonical name and counted under it.  Everything else derives from this table:
+#: the C enum of canonical hooks (``gh_symbols.h``, written by setup.py at build time), the
+#: rows of ``greenhook.stats()``, :data:`GREENED` and ``_hooks.hook_table()`` (tested to agree).
+HOOKED = (
+    ("connect", "connect", "socket connect"),
+    ("__connect", "connect", "socket connect (glibc alias)"),
+    ("accept", "accept", "socket accept"),
+    ("accept4", "accept4", "socket accept"),
+    ("read", "read", "read (sockets only; other fds pass through)"),
+    ("__read", "read", "read (glibc alias)"),
+    ("__read_chk", "read", "read (_FORTIFY_SOURCE)"),
+    ("write", "write", "write (sockets only; other fds pass through)"),
+    ("__write", "write", "write (glibc alias)"),
+    ("readv", "readv", "readv (sockets only)"),
+    ("writev", "writev", "writev (sockets only)"),
+    ("recv", "recv", "socket receive"),
+    ("__recv_chk", "recv", "socket receive (_FORTIFY_SOURCE)"),
+    ("send", "send", "socket send"),
+    ("__send", "send", "socket send (glibc alias)"),
+    ("recvfrom", "recvfrom", "socket receive"),
+    ("__recvfrom_chk", "recvfrom", "socket receive (_FORTIFY_SOURCE)"),
+    ("sendto", "sendto", "socket send"),
+    ("recvmsg", "recvmsg", "socket receive"),
+    ("sendmsg", "sendmsg", "socket send"),
+    ("poll", "poll", "readiness wait"),
+    ("__poll", "poll", "readiness wait (glibc alias)"),
+    ("__poll_chk", "poll", "readiness wait (_FORTIFY_SOURCE)"),
+    ("ppoll", "ppoll", "readiness wait"),
+    ("__ppoll_chk", "ppoll", "readiness wait (_FORTIFY_SOURCE)"),
+    ("select", "select", "readiness wait"),
+    ("__select", "select", "readiness wait (glibc alias)"),
+    ("pselect", "pselect", "readiness wait"),
+    ("sleep", "sleep", "sleep"),
+    ("usleep", "usleep", "sleep"),
+    ("nanosleep", "nanosleep", "sleep"),
+    ("__nanosleep", "nanosleep", "sleep (glibc alias)"),
+    ("clock_nanosleep", "clock_nanosleep", "sleep (relative; TIMER_ABSTIME passes through)"),
+)
+
+#: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
+CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))
+
+#: symbol -> what it is, for every import greenhook replaces
+GREENED = {name: what for name, _, what in HOOKED}
+
+
+def symbols_header():
+    """The C header ``gh_symbols.h``: the enum of canonical hooks and their names."""
+    lines = ["/* Written by setup.py from greenhook/_symbols.py (HOOKED): do not edit. */",
+             "#ifndef GREENHOOK_SYMBOLS_H", "#define GREENHOOK_SYMBOLS_H", "enum {"]
+    lines += ["    GH_SYM_%s," % c.upper() for c in CANONICAL]
+    lines += ["    GH_NSYM", "};", "static const char *const gh_sym_names[GH_NSYM] = {"]
+    lines += ['    "%s",' % c for c in CANONICAL]
+    lines += ["};", "#endif", ""]
+    return "\n".join(lines)
+
 
 # Blocking-relevant imports greenhook does not green yet, with the reason shown to users.
 NOT_GREENED_YET = {

@@ -7,14 +7,9 @@
 #include <time.h>
 #include <errno.h>
 
-/* Canonical hooked symbols; aliases and _FORTIFY_SOURCE twins count under these. */
-enum {
-    GH_SYM_CONNECT, GH_SYM_ACCEPT, GH_SYM_ACCEPT4, GH_SYM_READ, GH_SYM_WRITE, GH_SYM_READV,
-    GH_SYM_WRITEV, GH_SYM_RECV, GH_SYM_SEND, GH_SYM_RECVFROM, GH_SYM_SENDTO, GH_SYM_RECVMSG,
-    GH_SYM_SENDMSG, GH_SYM_POLL, GH_SYM_PPOLL, GH_SYM_SELECT, GH_SYM_PSELECT, GH_SYM_SLEEP,
-    GH_SYM_USLEEP, GH_SYM_NANOSLEEP, GH_SYM_CLOCK_NANOSLEEP,
-    GH_NSYM
-};
+/* Canonical hooked symbols (GH_SYM_*, GH_NSYM, gh_sym_names): generated from _symbols.HOOKED;
+   aliases and _FORTIFY_SOURCE twins count under these. */
+#include "gh_symbols.h"
 
 /* Outcomes of one call; each call counts as exactly one of them. */
 typedef struct {
