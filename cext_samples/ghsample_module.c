@@ -141,7 +141,50 @@ static PyObject *ghs_py_library_path(PyObject *self, PyObject *unused)
     return PyUnicode_DecodeFSDefault(info.dli_fname);
 }
 
+PyDoc_STRVAR(recv_with_error_set_doc,
+             "recv_with_error_set(fd, n) -> (result, errno, data, error_kept)\n\n"
+             "What psycopg2 does (pq_raise, then more libpq calls): set a Python exception,\n"
+             "release the GIL, recv(fd, n) through libghsample, take the GIL back.  error_kept\n"
+             "tells whether the exception set before is still the one set afterwards (it is\n"
+             "then cleared, and the call returns normally).");
+
+static PyObject *ghs_py_recv_with_error_set(PyObject *self, PyObject *args)
+{
+    int fd, e, kept;
+    Py_ssize_t n;
+    ssize_t r;
+    char buf[4096];
+    PyObject *type, *value, *tb;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "in", &fd, &n))
+        return NULL;
+    if (n < 0 || n > (Py_ssize_t)sizeof(buf)) {
+        PyErr_SetString(PyExc_ValueError, "n must be in [0, 4096]");
+        return NULL;
+    }
+    PyErr_SetString(PyExc_LookupError, "the driver's own error, set before the wait");
+    Py_BEGIN_ALLOW_THREADS
+    r = ghs_recv(fd, buf, (size_t)n, 0);
+    e = errno;
+    Py_END_ALLOW_THREADS
+    PyErr_Fetch(&type, &value, &tb);
+    kept = type == PyExc_LookupError && value != NULL;
+    if (kept) {
+        PyObject *msg = PyObject_Str(value);
+        kept = msg != NULL && PyUnicode_CompareWithASCIIString(
+                                  msg, "the driver's own error, set before the wait") == 0;
+        Py_XDECREF(msg);
+        PyErr_Clear();
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return Py_BuildValue("nNy#N", (Py_ssize_t)r, PyLong_FromLong(e), buf,
+                         (Py_ssize_t)(r > 0 ? r : 0), PyBool_FromLong(kept));
+}
+
 static PyMethodDef ghs_methods[] = {
+    {"recv_with_error_set", ghs_py_recv_with_error_set, METH_VARARGS, recv_with_error_set_doc},
     {"request", (PyCFunction)(void (*)(void))ghs_py_request, METH_VARARGS | METH_KEYWORDS,
      request_doc},
     {"library_path", ghs_py_library_path, METH_NOARGS, library_path_doc},

@@ -9,12 +9,20 @@ cdef extern from "sys/types.h" nogil:
 
 cdef extern from "errno.h" nogil:
     enum:
-        EAGAIN, EWOULDBLOCK, EINTR, ETIMEDOUT, ENOTSOCK, EINPROGRESS, EINVAL, EBADF
+        EAGAIN, EWOULDBLOCK, EINTR, ETIMEDOUT, ENOTSOCK, EINPROGRESS, EINVAL, EBADF, ENOMEM
 
 cdef extern from "fcntl.h" nogil:
     int fcntl(int fd, int cmd, ...)
     enum:
-        F_GETFL, F_SETFL, O_NONBLOCK
+        F_GETFL, F_SETFL, F_GETFD, FD_CLOEXEC, O_NONBLOCK, O_CLOEXEC
+
+cdef extern from "unistd.h" nogil:
+    int close(int fd)
+    int dup3(int oldfd, int newfd, int flags)
+
+cdef extern from "limits.h" nogil:
+    enum:
+        IOV_MAX
 
 cdef extern from "sys/uio.h" nogil:
     struct iovec:
@@ -38,9 +46,11 @@ cdef extern from "sys/socket.h" nogil:
     int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
     int getpeername(int fd, sockaddr *addr, socklen_t *alen)
     int shutdown(int fd, int how)
+    int socketpair(int domain, int type, int protocol, int sv[2])
     enum:
-        SOL_SOCKET, SO_RCVTIMEO, SO_SNDTIMEO, SO_ERROR, SO_TYPE, SOCK_STREAM, SHUT_RDWR
-        MSG_DONTWAIT, MSG_WAITALL, MSG_PEEK
+        SOL_SOCKET, SO_RCVTIMEO, SO_SNDTIMEO, SO_ERROR, SO_TYPE, SOCK_STREAM, SOCK_CLOEXEC
+        SHUT_RDWR, AF_UNIX
+        MSG_DONTWAIT, MSG_WAITALL, MSG_PEEK, MSG_ERRQUEUE, MSG_OOB
 
 cdef extern from "poll.h" nogil:
     ctypedef unsigned long nfds_t
@@ -49,7 +59,7 @@ cdef extern from "poll.h" nogil:
         short events
         short revents
     enum:
-        POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL
+        POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP
 
 cdef extern from "time.h" nogil:
     ctypedef long time_t

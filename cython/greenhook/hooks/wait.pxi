@@ -1,0 +1,282 @@
+# Included by _hooks.pyx: gh_wait (the one function that runs Python) and the shared pieces of
+# the hook shape -- deadlines, the park/retry tail, counters.
+
+# --- the one waiting function -------------------------------------------------------------
+
+cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept:
+    cdef _ThreadState st = <_ThreadState>t.state
+    cdef int i
+    if st.pending and st._cancelled_here():
+        return GH_CANCELLED  # unwinding after a cancellation: never park again
+    backend = st.backend
+    try:
+        if backend is None:
+            # First wait of a thread bound without an explicit backend: pin the one whose
+            # hub runs here, so importing gevent later cannot move this thread.
+            backend = _backend_resolver() if _backend_resolver is not None else None
+            if backend is None:
+                return GH_BLOCK
+            st.backend = backend
+        if not backend.can_switch():
+            return GH_BLOCK
+    except BaseException as exc:
+        _report(exc, "greenhook: choosing a hub for %s (the call blocks the thread instead)"
+                % SYMBOL_NAMES[sym])
+        return GH_BLOCK
+    if deadline < 0:
+        timeout = None
+    else:
+        timeout = (deadline - gh_now_ns()) / 1e9
+        if timeout <= 0:
+            return GH_TIMEDOUT
+    t.counters[sym].waits += 1
+    try:
+        if nfds == 0:
+            backend.sleep(timeout)
+            return GH_TIMEDOUT
+        if nfds == 1 and fds[0].fd >= 0:
+            ok = backend.wait_fd(fds[0].fd, fds[0].events, timeout)
+        else:
+            wanted = {}
+            for i in range(nfds):
+                if fds[i].fd >= 0:
+                    wanted[fds[i].fd] = wanted.get(fds[i].fd, 0) | fds[i].events
+            if not wanted:
+                backend.sleep(timeout)
+                return GH_TIMEDOUT
+            ok = backend.wait_fds(list(wanted.items()), timeout)
+        return GH_READY if ok else GH_TIMEDOUT
+    except BackendError as exc:
+        # The backend could not set the wait up: report it, never disguise it as a cancel.
+        _report(exc, "greenhook: the %s backend could not wait for %s (the call blocks the "
+                "thread instead)" % (backend.name, SYMBOL_NAMES[sym]))
+        return GH_BLOCK
+    except BaseException as exc:
+        # Thrown into the parked greenlet: a kill or a timeout.
+        st._cancel(exc)
+        return GH_CANCELLED_NOW
+
+
+cdef bint _shutdown_on_cancel = True   # greenhook.configure(shutdown_cancelled_sockets=...)
+
+
+cdef void _kill_connection(int fd) noexcept nogil:
+    """Make a connected stream socket whose call was cancelled mid-protocol dead for good.
+
+    The driver's conversation with its server is in an unknown state; the server's late answer
+    must never be read as the answer to the next request.  ``shutdown`` alone is not enough:
+    Linux keeps input queued before it readable (libpq read exactly that).  So the fd number is
+    pointed at a socket whose peer is gone (``dup3`` of one end of a closed socketpair, keeping
+    the fd's close-on-exec and O_NONBLOCK): the driver reads EOF, sends fail with EPIPE, poll
+    reports it readable and hung up at once, and the real connection is closed (an RST
+    for anything unread).  Nothing of the cancelled request can be read through this fd."""
+    cdef int kind = 0, e = gh_get_errno(), fdflags, flflags
+    cdef socklen_t kl = sizeof(int)
+    cdef sockaddr_storage peer
+    cdef socklen_t pl = sizeof(sockaddr_storage)
+    cdef int sv[2]
+    if getsockopt(fd, SOL_SOCKET, SO_TYPE, &kind, &kl) != 0 or kind != SOCK_STREAM:
+        return
+    if getpeername(fd, <sockaddr *>&peer, &pl) != 0:
+        return  # listening, or still connecting
+    shutdown(fd, SHUT_RDWR)
+    if socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0:
+        close(sv[1])
+        fdflags = fcntl(fd, F_GETFD)
+        flflags = fcntl(fd, F_GETFL)
+        if flflags >= 0 and (flflags & O_NONBLOCK):
+            fcntl(sv[0], F_SETFL, O_NONBLOCK)
+        dup3(sv[0], fd, O_CLOEXEC if fdflags >= 0 and (fdflags & FD_CLOEXEC) else 0)
+        close(sv[0])
+    gh_set_errno(e)
+
+
+cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept nogil:
+    """Park the current greenlet until one of ``fds`` may be ready or ``deadline`` (monotonic ns,
+    -1 = none) passes; ``nfds == 0`` is a sleep.  Returns a GH_* code; errno is not preserved.
+
+    The C caller may hold the GIL or not, and may have a Python exception set (psycopg2 keeps
+    calling libpq after setting its error): that exception is put aside while the wait runs
+    Python, and put back before returning to C."""
+    cdef int rc
+    cdef PyObject *et
+    cdef PyObject *ev
+    cdef PyObject *etb
+    with gil:
+        PyErr_Fetch(&et, &ev, &etb)
+        rc = _wait_with_gil(t, fds, nfds, deadline, sym)
+        PyErr_Restore(et, ev, etb)
+    if rc == GH_CANCELLED_NOW:
+        if _shutdown_on_cancel and nfds == 1 and fds[0].fd >= 0:
+            _kill_connection(fds[0].fd)
+        rc = GH_CANCELLED
+    return rc
+
+
+# --- deadlines ----------------------------------------------------------------------------------
+
+cdef inline int64_t _deadline_after(int64_t sec, int64_t nsec) noexcept nogil:
+    """Monotonic deadline ``sec`` s + ``nsec`` ns from now; -1 (none) when so far away that it
+    would overflow (the kernel treats such timeouts as infinite too)."""
+    if sec >= GH_FOREVER_SEC:
+        return -1
+    return gh_now_ns() + sec * 1000000000 + nsec
+
+
+cdef inline int64_t _deadline_ms(int timeout_ms) noexcept nogil:
+    if timeout_ms < 0:
+        return -1
+    return gh_now_ns() + <int64_t>timeout_ms * 1000000
+
+
+cdef inline int64_t _deadline_ts(const timespec *ts) noexcept nogil:
+    if ts == NULL:
+        return -1
+    return _deadline_after(ts.tv_sec, ts.tv_nsec)
+
+
+cdef inline int _remaining_ms(int64_t deadline) noexcept nogil:
+    """Milliseconds left, rounded up, for a real blocking poll; -1 = infinite."""
+    cdef int64_t left
+    if deadline < 0:
+        return -1
+    left = deadline - gh_now_ns()
+    if left <= 0:
+        return 0
+    left = (left + 999999) // 1000000
+    return <int>left if left < 0x7fffffff else 0x7fffffff
+
+
+cdef inline void _ns_to_ts(int64_t ns, timespec *ts) noexcept nogil:
+    if ns < 0:
+        ns = 0
+    ts.tv_sec = ns // 1000000000
+    ts.tv_nsec = ns % 1000000000
+
+
+cdef int64_t _sock_deadline(int fd, int timeo_opt) noexcept nogil:
+    """Deadline from the socket's SO_RCVTIMEO/SO_SNDTIMEO (0 = none: -1)."""
+    cdef timeval tv
+    cdef socklen_t tl = sizeof(tv)
+    if getsockopt(fd, SOL_SOCKET, timeo_opt, &tv, &tl) == 0 and (tv.tv_sec or tv.tv_usec):
+        return _deadline_after(tv.tv_sec, <int64_t>tv.tv_usec * 1000)
+    return -1
+
+
+# --- the park/retry tail shared by the socket families ------------------------------------------
+
+cdef int _park_fd(gh_thread_t *t, int fd, short events, int timeo_opt, int64_t *deadline, int sym) noexcept nogil:
+    """A socket call would block.  Unless the fd is O_NONBLOCK (then the caller wants EAGAIN),
+    wait for ``events`` until the socket's SO_RCVTIMEO/SO_SNDTIMEO deadline."""
+    cdef pollfd p
+    cdef int fl
+    if deadline[0] == GH_UNSET:
+        fl = fcntl(fd, F_GETFL)
+        if fl >= 0 and (fl & O_NONBLOCK):
+            return GH_NONBLOCKING
+        deadline[0] = _sock_deadline(fd, timeo_opt)
+    p.fd = fd
+    p.events = events
+    p.revents = 0
+    return gh_wait(t, &p, 1, deadline[0], sym)
+
+
+cdef inline int _would_block_again(gh_thread_t *t, int fd, short events, int timeo_opt,
+                                   int64_t *deadline, int sym, int *how, int *dontwait) noexcept nogil:
+    """The try said "would block".  GH_READY: try again (after a green wait; or, when this
+    greenlet cannot switch, as the real blocking call: ``dontwait`` becomes 0).  Anything else
+    ends the call (``_fail``)."""
+    cdef int rc
+    if dontwait[0] == 0:
+        return GH_KERNEL    # the real blocking call itself timed out (SO_RCVTIMEO/SO_SNDTIMEO)
+    rc = _park_fd(t, fd, events, timeo_opt, deadline, sym)
+    if rc == GH_READY:
+        how[0] = GH_HOW_GREEN
+    elif rc == GH_BLOCK:
+        t.counters[sym].blocked += 1
+        how[0] = GH_HOW_BLOCKED
+        dontwait[0] = 0
+        rc = GH_READY
+    return rc
+
+
+cdef inline void _in_flight(gh_thread_t *t, int sym) noexcept nogil:
+    """This OS thread is about to block for real in ``sym`` (the detector shows it)."""
+    t.in_flight = sym
+    t.since_ns = gh_now_ns()
+
+
+cdef inline void _unblocked(gh_thread_t *t) noexcept nogil:
+    t.in_flight = -1
+
+
+cdef inline void _blocking(gh_thread_t *t, int sym) noexcept nogil:
+    t.counters[sym].blocked += 1
+    _in_flight(t, sym)
+
+
+cdef inline ssize_t _done(gh_thread_t *t, int sym, int how, ssize_t result) noexcept nogil:
+    if how == GH_HOW_FAST:
+        t.counters[sym].fast += 1
+    elif how == GH_HOW_GREEN:
+        t.counters[sym].green += 1
+    return result
+
+
+cdef inline ssize_t _error(gh_thread_t *t, int sym, int how, ssize_t progress, int e) noexcept nogil:
+    """The call failed with ``e``: after partial progress the count is the answer."""
+    _done(t, sym, how, 0)
+    if progress > 0:
+        return progress
+    gh_set_errno(e)
+    return -1
+
+
+cdef inline ssize_t _fail(gh_thread_t *t, int sym, int rc, ssize_t progress) noexcept nogil:
+    """Finish a socket call whose wait did not end in readiness."""
+    if rc == GH_CANCELLED:
+        t.counters[sym].cancelled += 1
+        if progress > 0:
+            return progress
+        gh_set_errno(ETIMEDOUT)
+        return -1
+    if rc == GH_NONBLOCKING:
+        t.counters[sym].passthrough += 1
+    elif rc == GH_TIMEDOUT:
+        t.counters[sym].timeouts += 1
+    if progress > 0:
+        return progress
+    gh_set_errno(EAGAIN)  # what the kernel returns when SO_RCVTIMEO/SO_SNDTIMEO expires
+    return -1
+
+
+cdef inline bint _would_block(int e) noexcept nogil:
+    if e == EAGAIN:
+        return True
+    return e == EWOULDBLOCK  # the same value on Linux; kept for clarity
+
+
+cdef inline bint _is_stream(int fd, int *cache) noexcept nogil:
+    """SOCK_STREAM?  Asked once per call, only when a partial MSG_WAITALL read needs it."""
+    cdef int kind = 0
+    cdef socklen_t kl = sizeof(int)
+    if cache[0] < 0:
+        cache[0] = 1 if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &kind, &kl) == 0
+                         and kind == SOCK_STREAM) else 0
+    return cache[0] == 1
+
+
+cdef inline int64_t _nap_until(int64_t deadline, int spurious) noexcept nogil:
+    """After repeated wakes that the probe does not confirm (the hub reports readiness poll
+    does not, e.g. plain data while only POLLPRI was asked), sleep in growing naps instead of
+    spinning: 1 ms doubling to 64 ms, never past the deadline."""
+    cdef int shift = spurious - 3
+    cdef int64_t until
+    if shift < 0:
+        shift = 0
+    if shift > 6:
+        shift = 6
+    until = gh_now_ns() + (<int64_t>1000000 << shift)
+    if deadline >= 0 and until > deadline:
+        return deadline
+    return until
