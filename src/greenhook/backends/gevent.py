@@ -7,6 +7,8 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Waiter, get_hub
 from greenlet import getcurrent
 
+from greenhook.exceptions import BackendError
+
 from .base import READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
@@ -34,15 +36,19 @@ class GeventBackend(Backend):
         waiter = Waiter(hub)
         watchers = []
         try:
-            for fd, events in fds:
-                io = loop.io(fd, _mask(events))
-                watchers.append(io)
-                io.start(waiter.switch, True)
-            if timeout is not None:
-                timer = loop.timer(max(timeout, 0.0))
-                watchers.append(timer)
-                timer.start(waiter.switch, False)
-            return waiter.get()
+            try:
+                for fd, events in fds:
+                    io = loop.io(fd, _mask(events))
+                    watchers.append(io)
+                    io.start(waiter.switch, True)
+                if timeout is not None:
+                    timer = loop.timer(max(timeout, 0.0))
+                    watchers.append(timer)
+                    timer.start(waiter.switch, False)
+            except Exception as exc:
+                # Not parked yet: a failure of the loop, not something thrown in.
+                raise BackendError("gevent's loop could not watch %r: %s" % (list(fds), exc)) from exc
+            return waiter.get()     # parked: what is raised here was thrown in
         finally:
             for w in watchers:
                 w.close()
