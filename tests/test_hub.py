@@ -5,11 +5,9 @@ that destroys its hub at the end; a body that hangs fails the test instead of th
 """
 import errno
 import functools
-import importlib.util
 import os
 import select
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -17,14 +15,7 @@ import time
 import pytest
 from greenlet import GreenletExit, getcurrent
 
-try:
-    from greenhook import hub as H
-except Exception:  # pragma: no cover - the package __init__ may be missing or not built
-    _path = os.path.join(os.path.dirname(__file__), os.pardir, "src", "greenhook", "hub.py")
-    _spec = importlib.util.spec_from_file_location("_greenhook_hub_standalone", _path)
-    H = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = H
-    _spec.loader.exec_module(H)
+from greenhook import hub as H
 
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP = 0x1, 0x2, 0x4, 0x8, 0x10
 BODY_TIMEOUT = 15

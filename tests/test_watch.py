@@ -149,7 +149,7 @@ def test_gil_held_stall_is_reported_late(server):
 @pytest.mark.parametrize("hub", HUBS)
 def test_greened_workload_is_quiet(hub, server):
     summary, err = run("greened", hub, server)
-    assert summary["elapsed"] < 1.5          # 20 x 0.3 s overlapped
+    assert summary["elapsed"] < 0.3 * 2 + 0.2     # 20 x 0.3 s overlapped: 0.3 s ideal
     # A loaded machine may keep the thread off the CPU: reported as such, never as blocking.
     assert all(s["overloaded"] for s in summary["stalls"]), err
     assert "blocking" not in err
@@ -163,8 +163,13 @@ def test_cpu_bound_greenlet_is_reported_as_running(server):
     # Seen in the act — running, or in futex taking back the GIL it dropped for the monitor
     # thread — or (the monitor starved on a loaded machine) from the CPU clock.
     assert stall["syscall"] in ("running", "futex") or stall["late"]
-    assert ("the thread is running on the CPU (CPU-bound work that does not yield)" in err
-            or "the thread was computing" in err)
+    # On a machine so loaded that the spinning thread waited for a CPU most of the stall, the
+    # verdict names the load first (cpu_bound still says what the code did).
+    verdicts = ["the thread is running on the CPU (CPU-bound work that does not yield)",
+                "the thread was computing"]
+    if stall["overloaded"]:
+        verdicts.append("the machine is overloaded, not the code")
+    assert any(v in err for v in verdicts), err
     assert ", in spin\n" in err
 
 
@@ -274,14 +279,8 @@ def test_custom_report_and_context_manager():
     assert "has not run its loop" in str(got[0])
 
 
-def test_threshold_must_be_positive():
-    from greenhook._watch import watch
-    for bad in (0, -1, None):
-        with pytest.raises(ValueError):
-            watch(bad, hub="builtin")
-
-
-def test_from_env(monkeypatch, capsys):
+def test_from_env(monkeypatch):
+    # Bad values and the exact rule for each: tests/test_inputs_watch.py.
     from greenhook import _watch
 
     monkeypatch.delenv(_watch.ENV, raising=False)
@@ -289,8 +288,8 @@ def test_from_env(monkeypatch, capsys):
     monkeypatch.setenv(_watch.ENV, "0")
     assert _watch.from_env("builtin") is None
     monkeypatch.setenv(_watch.ENV, "soon")
-    assert _watch.from_env("builtin") is None
-    assert "ignoring GREENHOOK_WATCH='soon'" in capsys.readouterr().err
+    with pytest.warns(RuntimeWarning, match="GREENHOOK_WATCH='soon' ignored"):
+        assert _watch.from_env("builtin") is None
 
     def body():
         from greenhook import hub as H

@@ -24,6 +24,11 @@ blocked meanwhile (``greenhook.stats()`` "blocked" counts).
 
 Nothing runs until :func:`watch` is called (or ``GREENHOOK_WATCH`` is set and
 :func:`from_env` is called, as ``greenhook.use()`` does).
+
+Bad settings: :func:`watch` raises :class:`~greenhook.InvalidArgument` at once; a bad
+``GREENHOOK_WATCH`` makes :func:`from_env` warn (``RuntimeWarning`` naming the variable and
+the value) and start nothing.  Failures inside the monitor (a report function that raises,
+a native stack that cannot be read) go to ``sys.unraisablehook``, never nowhere.
 """
 
 import bisect
@@ -34,12 +39,13 @@ import struct
 import sys
 import threading
 import traceback
+import warnings
 from time import monotonic
 
 from greenlet import getcurrent
 
 from greenhook import _core, _patch, backends
-from greenhook.exceptions import GreenhookError
+from greenhook.exceptions import GreenhookError, InvalidArgument
 
 __all__ = ["watch", "Watch", "Stall", "from_env", "ENV"]
 
@@ -48,6 +54,63 @@ ENV = "GREENHOOK_WATCH"
 
 #: innermost Python frames a report shows
 STACK_LIMIT = 12
+
+#: the range of thresholds, in seconds.  Below 1 ms the beat (every threshold / 4) would keep
+#: the loop waking without rest; above a day, nothing a blocking detector is for.
+MIN_THRESHOLD, MAX_THRESHOLD = 0.001, 86400.0
+
+
+def check_threshold(value):
+    """``value`` as a float threshold in seconds, or :class:`InvalidArgument` saying why."""
+    ok = not isinstance(value, (str, bytes, bool)) and value is not None
+    if ok:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        else:
+            ok = MIN_THRESHOLD <= seconds <= MAX_THRESHOLD     # False for NaN
+    if not ok:
+        raise InvalidArgument(
+            "watch threshold must be a number of seconds from %g to %g, got %r"
+            % (MIN_THRESHOLD, MAX_THRESHOLD, value))
+    return seconds
+
+
+class _UnraisableArgs:
+    """The fields of ``sys.UnraisableHookArgs`` (whose type Python does not export)."""
+
+    def __init__(self, exc_type, exc_value, exc_traceback, err_msg, object):
+        self.exc_type = exc_type
+        self.exc_value = exc_value
+        self.exc_traceback = exc_traceback
+        self.err_msg = err_msg
+        self.object = object
+
+
+def _unraisable(err_msg, obj=None):
+    """Report the exception being handled through ``sys.unraisablehook``, as Python reports
+    an error in a ``__del__``: the monitor thread has nobody to raise it to.
+
+    CPython's default hook accepts only its own argument type, so with the default hook in
+    place the report is written to stderr in that hook's format."""
+    exc_type, exc_value, tb = sys.exc_info()
+    hook = sys.unraisablehook
+    if hook is not sys.__unraisablehook__:
+        try:
+            hook(_UnraisableArgs(exc_type, exc_value, tb, err_msg, obj))
+            return
+        except BaseException:
+            err_msg = "Exception ignored in sys.unraisablehook, then: " + err_msg
+    stderr = sys.stderr
+    if stderr is None:
+        return          # as the default hook: nowhere to write
+    try:
+        text = err_msg if obj is None else "%s: %r" % (err_msg, obj)
+    except Exception:   # noqa: BLE001 - a bad repr must not hide the report
+        text = "%s: <%s object>" % (err_msg, type(obj).__name__)
+    stderr.write(text + "\n" + "".join(traceback.format_exception(exc_type, exc_value, tb)))
+    stderr.flush()
 
 
 def _hooks():
@@ -214,7 +277,11 @@ def _libraries_importing(symbol):
 
 
 def _patch_reports():
-    return _patch.patched_libraries()
+    try:
+        return _patch.patched_libraries()
+    except Exception:
+        _unraisable("greenhook.watch: listing the patched libraries failed")
+        return []
 
 
 # --- what the thread is doing natively -----------------------------------------------------
@@ -475,8 +542,12 @@ class Watch:
     def _run(self):
         try:
             self._monitor()
+        except Exception:
+            _unraisable("greenhook.watch: the monitor thread failed; this watch has stopped",
+                        self)
         finally:
             self._stop.set()        # also when the hub's thread has ended
+            self._heartbeat.cancel()
             self._sched.close()
 
     def _monitor(self):
@@ -526,8 +597,7 @@ class Watch:
             try:
                 self.report(stall)
             except Exception:
-                sys.stderr.write("greenhook.watch: the report function failed:\n"
-                                 + traceback.format_exc())
+                _unraisable("greenhook.watch: the report function failed", self.report)
             del frame
 
     def _describe(self, start, now, frame, kind, late, baseline, mark):
@@ -554,7 +624,9 @@ class Watch:
                 entry = _symbolize(sysinfo[2])[1]
                 native = _native_callers(sysinfo[1])
             except Exception:
-                pass
+                # The report goes out without the native callers; the failure is reported.
+                _unraisable("greenhook.watch: reading the native stack of thread %s failed"
+                            % self.thread_name)
         blocked = {}
         for sym, count in self._blocked_counts().items():
             delta = count - baseline.get(sym, 0)
@@ -576,24 +648,27 @@ class Watch:
 
 def print_report(stall):
     """The default report: the stall's text to stderr, once per stall."""
-    try:
-        sys.stderr.write(stall.format() + "\n")
-        sys.stderr.flush()
-    except Exception:
-        pass
+    sys.stderr.write(stall.format() + "\n")
+    sys.stderr.flush()
 
 
 def watch(threshold=0.1, report=None, hub=None):
     """Start a blocking detector on the calling OS thread's hub; returns a :class:`Watch`.
 
-    ``threshold``: seconds the hub's loop may go without running before it is reported.
-    ``report``: called with a :class:`Stall` from the monitor thread, once per stall; None
-    prints it to stderr.  ``hub``: a backend name (``"builtin"``, ``"gevent"``) or instance;
+    ``threshold``: seconds the hub's loop may go without running before it is reported, a
+    number from ``MIN_THRESHOLD`` (1 ms) to ``MAX_THRESHOLD`` (a day).  ``report``: called
+    with a :class:`Stall` from the monitor thread, once per stall (an exception it raises
+    goes to ``sys.unraisablehook``); None prints it to stderr.  ``hub``: a backend name (``"builtin"``, ``"gevent"``) or instance;
     None: this thread's greenhook backend, else the default one.  Call it in the thread that
     runs the hub (it makes the hub if there is none yet).
+
+    A threshold out of range or not a number (NaN, inf, 0, "0.1", True) or a ``report``
+    that is neither None nor callable raises :class:`InvalidArgument` at once.
     """
-    if not threshold or threshold <= 0:
-        raise ValueError("threshold must be a positive number of seconds, got %r" % (threshold,))
+    threshold = check_threshold(threshold)
+    if report is not None and not callable(report):
+        raise InvalidArgument("watch report must be a callable taking a Stall, or None to "
+                              "print to stderr; got %r" % (report,))
     if hub is None:
         h = _core.hooks_or_none()
         st = h.thread_state() if h is not None else None
@@ -604,27 +679,44 @@ def watch(threshold=0.1, report=None, hub=None):
             backend = backends.get_backend(backends.default_backend_name())
     else:
         backend = backends.get_backend(hub)
-    return Watch(backend, float(threshold), report)
+    return Watch(backend, threshold, report)
 
 
 _env_watches = {}   # thread ident -> Watch started by from_env
 _env_lock = threading.Lock()
 
 
+def _env_warning(value, why):
+    # stacklevel 4: _env_warning <- from_env <- greenhook.use() <- the caller of use()
+    warnings.warn("greenhook: %s=%r ignored, no watch started: %s" % (ENV, value, why),
+                  RuntimeWarning, stacklevel=4)
+
+
 def from_env(backend=None):
     """Start a watch on the calling thread's hub when ``GREENHOOK_WATCH`` is set to a threshold
     in seconds (e.g. ``0.1``); once per thread and hub.  Meant for ``greenhook.use()``.
-    Returns the Watch, or None when the variable is unset, empty or ``0``."""
-    value = os.environ.get(ENV, "").strip()
+    Returns the Watch, or None when the variable is unset, empty or ``0``.
+
+    Any other value that :func:`watch` would refuse (``abc``, ``nan``, ``inf``, ``-1``,
+    ``1e-9``) starts nothing and warns: a ``RuntimeWarning`` naming the variable and the
+    value (``-W error::RuntimeWarning`` makes it an error).  A warning, not an exception: the
+    variable is a diagnostic switch set outside the program, and a typo in it must not stop
+    the service it was meant to observe -- nor pass unnoticed."""
+    raw = os.environ.get(ENV, "")
+    value = raw.strip()
     if not value:
         return None
     try:
-        threshold = float(value)
+        number = float(value)
     except ValueError:
-        sys.stderr.write("greenhook: ignoring %s=%r: expected a threshold in seconds, e.g. 0.1\n"
-                         % (ENV, value))
-        return None
-    if threshold <= 0:
+        number = None
+    if number == 0:
+        return None         # "0", "0.0", "-0": off
+    try:
+        threshold = check_threshold(number)
+    except InvalidArgument:
+        _env_warning(raw, "expected a threshold in seconds from %g to %g, e.g. 0.1, or 0 "
+                          "for off" % (MIN_THRESHOLD, MAX_THRESHOLD))
         return None
     backend = backends.get_backend(backend) if backend is not None else None
     key = threading.get_ident()
@@ -637,7 +729,7 @@ def from_env(backend=None):
         try:
             w = watch(threshold, hub=backend)
         except NotImplementedError as exc:      # a custom Backend without a heartbeat
-            sys.stderr.write("greenhook: %s=%s ignored: %s\n" % (ENV, value, exc))
+            _env_warning(raw, str(exc))
             return None
         _env_watches[key] = w
         return w

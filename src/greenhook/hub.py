@@ -25,6 +25,11 @@ Unref'd timers (``hub.timer(..., ref=False)``, as gevent's) live in a heap of th
 the loop consults only for the poll timeout and to fire them: they run while the loop runs for
 other reasons and never count as something left, so the loop stops exactly as if they did not
 exist.  Those that came due while it was stopped fire first thing when it starts again.
+
+Times (:func:`sleep`, :class:`Timeout`, :meth:`Hub.timer`, every ``timeout=``) follow gevent:
+``inf`` and numbers too large for a float wait forever (killable), a negative time is 0, and
+a non-number or NaN raises :class:`~greenhook.InvalidArgument` at the call (gevent lets NaN into
+its timer heap, where it stalls every other timer; Python's own ``time.sleep`` refuses it).
 """
 import errno
 import heapq
@@ -38,6 +43,8 @@ from collections import deque
 from time import monotonic
 
 from greenlet import GreenletExit, getcurrent, greenlet
+
+from greenhook.exceptions import BackendError, InvalidArgument
 
 __all__ = [
     "Hub",
@@ -70,6 +77,37 @@ _COMPACT_MIN = 256
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+
+_INF = float("inf")
+
+
+def _seconds(value, what):
+    """``value`` (a number of seconds) as a float, for a deadline ``monotonic() + value``.
+
+    Anything ``float()`` takes but a string: int, bool, Decimal, Fraction, numpy scalars.
+    A number too large for a float is +/-inf (gevent raises OverflowError there, yet takes
+    1e300: both mean "never").  NaN and non-numbers raise :class:`InvalidArgument`: a NaN
+    deadline compares false with everything and would break the timer heap's order."""
+    if value.__class__ is float:
+        if value == value:
+            return value
+    elif not isinstance(value, (str, bytes, bytearray)):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            return _INF if value > 0 else -_INF
+        except (TypeError, ValueError):
+            pass
+        else:
+            if seconds == seconds:
+                return seconds
+    raise InvalidArgument(
+        "%s must be a number of seconds (inf: forever, <= 0: now), got %r" % (what, value))
+
+
+def _timeout(value):
+    """A ``timeout=`` argument: None (no deadline) or :func:`_seconds`."""
+    return None if value is None else _seconds(value, "timeout")
 
 
 def _compact(heap):
@@ -246,9 +284,12 @@ class Hub:
 
         An fd epoll refuses as always ready (regular file: EPERM) or invalid (EBADF, where
         poll(2) would say POLLNVAL) returns True at once; a negative fd is ignored, as by
-        poll(2).  Wakes may be spurious: the caller re-checks."""
-        if timeout is not None and timeout <= 0:
-            return False
+        poll(2).  Wakes may be spurious: the caller re-checks.  ``inf`` waits forever; NaN or
+        a non-number raises :class:`InvalidArgument`."""
+        if timeout is not None:
+            timeout = _seconds(timeout, "timeout")
+            if timeout <= 0:
+                return False
         glet = getcurrent()
         if glet is self.greenlet:
             raise _cannot_block()
@@ -256,7 +297,7 @@ class Hub:
             # poll(2) ignores negative fds: this is a plain sleep.
             return self._wait_nothing(glet, timeout)
         w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
-        if not self._add_waiter(fd, w):
+        if not self._watch(fd, w):
             return True
         timer = None
         try:
@@ -275,8 +316,10 @@ class Hub:
         if len(fds) == 1:
             fd, events = fds[0]
             return self.wait_fd(fd, events, timeout)
-        if timeout is not None and timeout <= 0:
-            return False
+        if timeout is not None:
+            timeout = _seconds(timeout, "timeout")
+            if timeout <= 0:
+                return False
         glet = getcurrent()
         if glet is self.greenlet:
             raise _cannot_block()
@@ -292,7 +335,7 @@ class Hub:
         try:
             for fd, events in masks.items():
                 w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
-                if not self._add_waiter(fd, w):
+                if not self._watch(fd, w):
                     return True
                 added.append((fd, w))
             if timeout is not None:
@@ -307,13 +350,16 @@ class Hub:
                 self._remove_waiter(fd, w)
 
     def sleep(self, seconds=0):
-        """Park for ``seconds``; ``0`` lets every other runnable greenlet run once first."""
+        """Park for ``seconds``; ``0`` (or less) lets every other runnable greenlet run once
+        first; ``inf`` parks until killed.  NaN, None or a non-number raises
+        :class:`InvalidArgument` (gevent: TypeError for None)."""
+        seconds = _seconds(seconds, "sleep() seconds")
         glet = getcurrent()
         if glet is self.greenlet:
             raise _cannot_block()
         w = _Waiter(glet)
         timer = None
-        if seconds is None or seconds <= 0:
+        if seconds <= 0:
             self._ready.append((w.wake, (None,)))
         else:
             timer = self._add_timer(seconds, w.wake, None)
@@ -333,7 +379,8 @@ class Hub:
 
     def _park(self, w, timeout=None):
         """Switch to the loop until ``w`` is woken or ``timeout`` passes; the caller has
-        already made ``w`` reachable by whoever should wake it."""
+        already made ``w`` reachable by whoever should wake it, and checked ``timeout``
+        with :func:`_timeout`."""
         if w.glet is self.greenlet:
             raise _cannot_block()
         timer = None
@@ -371,6 +418,14 @@ class Hub:
             else:
                 raise
         return True
+
+    def _watch(self, fd, w):
+        """``_add_waiter``, with epoll's own failures (not the caller's fd being always ready)
+        raised as BackendError: the wait was never set up, nothing was thrown in."""
+        try:
+            return self._add_waiter(fd, w)
+        except (OSError, ValueError) as exc:
+            raise BackendError("the built-in hub could not watch fd %d: %s" % (fd, exc)) from exc
 
     def _add_waiter(self, fd, w):
         reg = self._fds.get(fd)
@@ -451,20 +506,29 @@ class Hub:
 
         ``repeat``: seconds (> 0); the timer fires again every ``repeat`` seconds after the
         first call until cancelled (``pending`` stays True).  A loop that falls behind gets
-        one call, not a burst of catch-up calls."""
+        one call, not a burst of catch-up calls.
+
+        ``seconds`` <= 0 fires on the next iteration, ``inf`` never; NaN or a non-number
+        raises :class:`InvalidArgument`, as does a ``repeat`` that is not > 0 (a zero period
+        would spin the loop)."""
+        seconds = _seconds(seconds, "timer() seconds")
         if ref and repeat is None:
             t = _Timer(self, callback, args)
             _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
             return t
-        if repeat is not None and not repeat > 0:
-            raise ValueError("repeat must be a positive number of seconds, got %r" % (repeat,))
+        if repeat is not None:
+            repeat = _seconds(repeat, "timer() repeat")
+            if not repeat > 0:
+                raise InvalidArgument(
+                    "timer() repeat must be a positive number of seconds, got %r" % (repeat,))
         t = _TimerEx(self, monotonic() + seconds, callback, args, bool(ref), repeat)
         t._push()
         return t
 
     def _add_timer(self, seconds, callback, *args):
         # timer() for the waits in this module: a plain ref'd one-shot timer, without the
-        # cost of timer()'s keyword-only options on the hot path.
+        # cost of timer()'s keyword-only options on the hot path.  ``seconds`` has been
+        # through _seconds() (never NaN: it would break the heap's order).
         t = _Timer(self, callback, args)
         _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
         return t
@@ -631,13 +695,23 @@ class Hub:
             self.handle_system_error(value)
 
     def print_exception(self, context, type, value, tb):
+        """Print the traceback and ``<context> failed with <type>`` to stderr, as gevent's
+        hub does.  A context whose repr raises is named by its type instead: the report of
+        one error must not become a second one that stops the loop."""
         stderr = sys.stderr
+        if stderr is None:
+            return      # pythonw, or stderr closed on purpose: nowhere to report
         traceback.print_exception(type, value, tb, file=stderr)
-        stderr.write("%r failed with %s\n\n" % (context, type.__name__))
+        try:
+            name = repr(context)
+        except Exception as exc:
+            name = "<%s object at 0x%x (repr failed: %s: %s)>" % (
+                context.__class__.__name__, id(context), exc.__class__.__name__, exc)
+        stderr.write("%s failed with %s\n\n" % (name, type.__name__))
         try:
             stderr.flush()
-        except Exception:
-            pass
+        except (OSError, ValueError):
+            pass        # stderr is a closed pipe or file: there is nowhere left to report to
 
     def handle_system_error(self, value):
         main = self.greenlet.parent
@@ -840,6 +914,7 @@ class Greenlet(greenlet):
     def kill(self, exception=GreenletExit, block=True, timeout=None):
         """Throw ``exception`` into the greenlet (from the loop) and, if ``block``, wait up to
         ``timeout`` for it to end.  A greenlet that has not started yet never runs."""
+        timeout = _timeout(timeout)
         if self._done:
             return
         if not self._started:
@@ -865,6 +940,7 @@ class Greenlet(greenlet):
 
     def join(self, timeout=None):
         """Wait until the greenlet ends or ``timeout`` passes; never raises its exception."""
+        timeout = _timeout(timeout)
         if self._done:
             return
         w = _Waiter(getcurrent())
@@ -876,6 +952,7 @@ class Greenlet(greenlet):
 
     def get(self, timeout=None):
         """The greenlet's return value; raises its exception, or :class:`Timeout`."""
+        timeout = _timeout(timeout)
         if not self._done:
             self.join(timeout)
             if not self._done:
@@ -935,6 +1012,10 @@ class Timeout(BaseException):
 
     def __init__(self, seconds=None, exception=None):
         BaseException.__init__(self)
+        if seconds is not None:
+            # Refused here, as gevent refuses a non-number: a NaN deadline would stall the
+            # hub's other timers (gevent's too).  inf: never fires; <= 0: at the next turn.
+            _seconds(seconds, "Timeout seconds")
         self.seconds = seconds
         self.exception = exception
         self.timer = None
@@ -953,7 +1034,8 @@ class Timeout(BaseException):
         if self.pending:
             raise AssertionError("%r is already started; cancel it first" % (self,))
         if self.seconds is not None:
-            self.timer = get_hub()._add_timer(self.seconds, self._expire, getcurrent())
+            self.timer = get_hub()._add_timer(
+                _seconds(self.seconds, "Timeout seconds"), self._expire, getcurrent())
         return self
 
     def _expire(self, glet):
@@ -1017,6 +1099,7 @@ def run():
 def joinall(greenlets, timeout=None, raise_error=False):
     """Wait for all ``greenlets`` (or ``timeout``); returns those that finished, in the order
     they finished.  With ``raise_error``, the first failure ends the wait and is raised."""
+    timeout = _timeout(timeout)
     greenlets = list(greenlets)
     done = [g for g in greenlets if g.ready()]
     pending = [g for g in greenlets if not g.ready()]

@@ -8,6 +8,7 @@ from gevent.hub import Waiter, get_hub
 from greenlet import getcurrent
 
 from greenhook.exceptions import BackendError
+from greenhook.hub import _seconds
 
 from .base import READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
 
@@ -18,6 +19,20 @@ def _mask(events):
     mask = (_READ if events & READ_EVENTS else 0) | (_WRITE if events & WRITE_EVENTS else 0)
     # Only POLLERR/POLLHUP asked: the loop reports those as readable.
     return mask or _READ
+
+
+#: The longest timer given to gevent's loop, in seconds (~31 years).  libuv counts in
+#: integer milliseconds and raises OverflowError on inf or 1e300 (libev takes any double);
+#: a longer wait is made of several timers, so inf and huge values just wait.
+MAX_TIMER = 1e9
+
+
+def _check(seconds):
+    """``seconds`` as a float >= 0 (inf: forever); NaN or a non-number raises
+    InvalidArgument, as on the built-in hub (a NaN timer stalls every other timer on libev).
+    The hooks pass None for "no deadline" and never NaN: this is a backstop."""
+    seconds = _seconds(seconds, "timeout")
+    return seconds if seconds > 0.0 else 0.0
 
 
 class GeventBackend(Backend):
@@ -31,6 +46,20 @@ class GeventBackend(Backend):
         return self.wait_fds(((fd, events),), timeout)
 
     def wait_fds(self, fds, timeout):
+        if timeout is None:
+            return self._wait_fds(fds, None)
+        timeout = _check(timeout)
+        if timeout <= MAX_TIMER:
+            return self._wait_fds(fds, timeout)
+        deadline = monotonic() + timeout        # inf stays inf
+        while True:
+            left = deadline - monotonic()
+            if left <= MAX_TIMER:
+                return self._wait_fds(fds, max(left, 0.0))
+            if self._wait_fds(fds, MAX_TIMER):
+                return True
+
+    def _wait_fds(self, fds, timeout):
         hub = get_hub_if_exists()
         loop = hub.loop
         waiter = Waiter(hub)
@@ -42,7 +71,7 @@ class GeventBackend(Backend):
                     watchers.append(io)
                     io.start(waiter.switch, True)
                 if timeout is not None:
-                    timer = loop.timer(max(timeout, 0.0))
+                    timer = loop.timer(timeout)
                     watchers.append(timer)
                     timer.start(waiter.switch, False)
             except Exception as exc:
@@ -54,12 +83,22 @@ class GeventBackend(Backend):
                 w.close()
 
     def sleep(self, seconds):
+        if seconds is None:
+            return self._sleep(None)
+        seconds = _check(seconds)
+        deadline = monotonic() + seconds
+        while seconds > MAX_TIMER:
+            self._sleep(MAX_TIMER)
+            seconds = deadline - monotonic()
+        self._sleep(max(seconds, 0.0))
+
+    def _sleep(self, seconds):
         hub = get_hub_if_exists()
         waiter = Waiter(hub)
         timer = None
         try:
             if seconds is not None:
-                timer = hub.loop.timer(max(seconds, 0.0))
+                timer = hub.loop.timer(seconds)
                 timer.start(waiter.switch, None)
             waiter.get()
         finally:
