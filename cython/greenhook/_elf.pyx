@@ -269,7 +269,7 @@ cdef LoadedObject _describe(_raw_obj *raw, str exe):
     cdef LoadedObject o = LoadedObject.__new__(LoadedObject)
     cdef const ElfW_Phdr *ph
     cdef const gh_dyn_t *d = NULL
-    cdef uintptr_t i, ndyn = 0, end
+    cdef uintptr_t i, ndyn = 0, end, lo
     cdef uintptr_t soname_off = <uintptr_t>-1
     cdef uintptr_t runpath_off = <uintptr_t>-1
     cdef uintptr_t rpath_off = <uintptr_t>-1
@@ -294,9 +294,10 @@ cdef LoadedObject _describe(_raw_obj *raw, str exe):
     o.nsegs = 0
     for i in range(raw.phnum):
         ph = &raw.phdr[i]
-        if ph.p_type == PT_LOAD and ph.p_memsz and raw.base + ph.p_vaddr + ph.p_memsz > raw.base + ph.p_vaddr:
-            o.segs[o.nsegs].lo = raw.base + ph.p_vaddr
-            o.segs[o.nsegs].hi = raw.base + ph.p_vaddr + ph.p_memsz
+        lo = raw.base + ph.p_vaddr
+        if ph.p_type == PT_LOAD and lo + ph.p_memsz > lo:     # not empty, no wrap-around
+            o.segs[o.nsegs].lo = lo
+            o.segs[o.nsegs].hi = lo + ph.p_memsz
             o.segs[o.nsegs].writable = (ph.p_flags & PF_W) != 0
             o.nsegs += 1
     for i in range(raw.phnum):
