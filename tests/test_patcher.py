@@ -334,13 +334,13 @@ shutil.rmtree(tmp)
 
 # case: (exception type, words its message must contain)
 REFUSALS = {
-    "missing_file": ("LibraryNotFound", ["no file", "libx.so"]),
+    "missing_file": ("LibraryNotFound", ["no such file", "libx.so"]),
     "soname_not_loaded": ("LibraryNotLoaded", ["libghsample_nope.so", "not loaded",
                                                "libghsample_now.so"]),
     "elf_not_loaded": ("LibraryNotLoaded", ["libghsample_copy.so", "not loaded",
                                             "libghsample_now.so"]),
     "not_an_elf": ("NotAnELF", ["libtext.so", "not an ELF"]),
-    "directory": ("NotAnELF", ["directory"]),
+    "directory": ("NotARegularFile", ["directory", "not a regular file"]),
     "libc": ("RefusedLibrary", ["libc.so.6", "C library"]),
     "loader": ("RefusedLibrary", ["dynamic loader"]),
     "main_program": ("RefusedLibrary", ["main program"]),
@@ -348,7 +348,7 @@ REFUSALS = {
     "greenlet": ("RefusedLibrary", ["greenlet"]),
     "gevent": ("RefusedLibrary", ["gevent"]),
     "greenhook": ("RefusedLibrary", ["greenhook itself"]),
-    "bad_type": ("GreenhookError", ["42"]),
+    "bad_type": ("InvalidArgument", ["42"]),
     "pure_python_module": ("GreenhookError", ["email", "not a C extension"]),
     "unknown_backend": ("BackendError", ["nope", "builtin", "gevent"]),
 }

@@ -8,17 +8,28 @@ dynamic segment (``PT_DYNAMIC``), whose addresses are turned into file offsets t
 Supports 64-bit little-endian objects (x86_64, aarch64; other machines parse, with numeric
 relocation names).  32-bit and big-endian files raise :class:`UnsupportedELF`.  Every read is
 bounds-checked: a truncated or corrupt file raises :class:`MalformedELF` naming the offset,
-never ``IndexError`` or ``struct.error``.
+never ``IndexError`` or ``struct.error``.  Only regular files are opened: a FIFO, socket,
+device or directory raises :class:`~greenhook.exceptions.NotARegularFile` without being
+opened (opening a FIFO blocks).  Like the loader, it ignores ``DT_SYMENT``.
 
 This module knows nothing of the live process: the patcher (``greenhook._elf``) works on
 loaded images.
 """
 
+import errno
 import os
+import stat
 import struct
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from greenhook.exceptions import GreenhookError, LibraryNotFound, NotAnELF
+from greenhook.exceptions import (
+    LibraryNotFound,
+    LibraryUnreadable,
+    MalformedELF,
+    NotAnELF,
+    NotARegularFile,
+    UnsupportedELF,
+)
 
 __all__ = [
     "ElfFile",
@@ -28,20 +39,11 @@ __all__ = [
     "UnsupportedELF",
     "read_elf",
     "read_machine",
+    "read_ident",
+    "open_regular",
+    "describe_class",
     "MACHINE_NAMES",
 ]
-
-
-class MalformedELF(NotAnELF):
-    """The file starts like an ELF object but is truncated or corrupt."""
-
-    def __init__(self, message, offset=None):
-        super().__init__(message)
-        self.offset = offset
-
-
-class UnsupportedELF(NotAnELF):
-    """A valid ELF object of a class or byte order greenhook does not read (32-bit, big-endian)."""
 
 
 # --- constants (from <elf.h>) ---
@@ -241,14 +243,16 @@ class ElfFile:
         if rd is None or DT_SYMTAB not in self._dyn:
             return []
         try:
-            with open(self.path, "rb") as rd.f:
+            with open_regular(self.path) as rd.f:
                 count = self._symbol_count()
                 rd.check_count(count, rd.syment, rd.symtab_off, "DT_SYMTAB")
                 rd.load_symbols(count)
                 return [rd.symbol(i) for i in range(count)]
+        except (LibraryNotFound, LibraryUnreadable):
+            raise
         except OSError as e:
-            raise GreenhookError("%s: cannot read: %s" % (self.path, e.strerror or e)) from None
-        except (struct.error, IndexError, ValueError, OverflowError) as e:
+            raise _os_error(self.path, e) from e
+        except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as e:
             raise MalformedELF("%s: corrupt ELF file (%s)" % (self.path, e)) from None
         finally:
             rd.f = None
@@ -377,35 +381,115 @@ class _Reader:
         return sym
 
 
-def read_machine(path) -> Optional[Tuple[int, int, int]]:
-    """(EI_CLASS, EI_DATA, e_machine) of an ELF file, or None if it is not one.  Never raises."""
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def _kind_of(mode) -> str:
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _not_regular(path, mode):
+    return NotARegularFile(
+        "%s: is %s, not a regular file: greenhook reads shared libraries from regular files"
+        " only; give the path of the library's .so file" % (path, _kind_of(mode)))
+
+
+def _os_error(path, e):
+    """The GreenhookError for an OSError met while looking at ``path``."""
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return LibraryNotFound("%s: no such file" % path + (
+            " (a component of the path is not a directory)" if e.errno == errno.ENOTDIR
+            else ""))
+    if e.errno == errno.ELOOP:
+        return LibraryNotFound("%s: no such file (too many levels of symbolic links)" % path)
+    exc = LibraryUnreadable("%s: cannot read: %s; check the file's permissions"
+                            % (path, e.strerror or e))
+    exc.errno = e.errno
+    return exc
+
+
+def open_regular(path):
+    """Open ``path`` for reading as a binary file object, or raise a GreenhookError.
+
+    Anything but a regular file is refused before it is opened (opening a FIFO blocks until a
+    writer comes; opening a device may act on it), and again after, in case the path was
+    swapped between the two looks.  ``LibraryNotFound`` (no such file), ``NotARegularFile``,
+    ``LibraryUnreadable`` (permissions, I/O errors).
+    """
     try:
-        with open(path, "rb") as f:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise _os_error(path, e) from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_ident(path) -> Tuple[int, int, int]:
+    """(EI_CLASS, EI_DATA, e_machine) of the ELF file at ``path``.
+
+    Raises like :func:`open_regular`, and :class:`~greenhook.exceptions.NotAnELF` when the
+    file is not an ELF file (empty, too short, another format)."""
+    with open_regular(path) as f:
+        try:
             head = f.read(20)
-    except OSError:
-        return None
-    if len(head) < 20 or head[:4] != ELFMAG:
-        return None
+        except OSError as e:
+            raise _os_error(path, e) from e
+    if head[:4] != ELFMAG:
+        what = "the file is empty" if not head else "starts with %r" % head[:8]
+        raise NotAnELF("%s: not an ELF file (%s)" % (path, what))
+    if len(head) < 20:
+        raise MalformedELF("%s: truncated ELF file: %d bytes, shorter than the ELF"
+                           " identification and header" % (path, len(head)), len(head))
     fmt = "<H" if head[5] == ELFDATA2LSB else ">H"
     return head[4], head[5], struct.unpack_from(fmt, head, 18)[0]
+
+
+def describe_class(ei_class, ei_data, machine=None) -> str:
+    """"64-bit little-endian x86_64" and the like, for messages."""
+    cls = {ELFCLASS32: "32-bit", ELFCLASS64: "64-bit"}.get(ei_class, "class %d" % ei_class)
+    order = {ELFDATA2LSB: "little-endian", ELFDATA2MSB: "big-endian"}.get(
+        ei_data, "byte order %d" % ei_data)
+    text = "%s %s" % (cls, order)
+    if machine is not None:
+        text += " " + MACHINE_NAMES.get(machine, "EM_%d" % machine)
+    return text
+
+
+def read_machine(path) -> Optional[Tuple[int, int, int]]:
+    """(EI_CLASS, EI_DATA, e_machine) of an ELF file, or None if it is not one (or not a
+    regular, readable file).  Never raises."""
+    try:
+        return read_ident(path)
+    except (NotAnELF, LibraryNotFound, LibraryUnreadable):
+        return None
 
 
 def read_elf(path, with_relocations=True) -> ElfFile:
     """Parse the ELF file at ``path``.
 
     Raises :class:`~greenhook.exceptions.LibraryNotFound` if there is no such file,
-    :class:`~greenhook.exceptions.NotAnELF` if it is not an ELF file, :class:`UnsupportedELF`
-    for 32-bit or big-endian objects and :class:`MalformedELF` for truncated or corrupt ones.
+    :class:`~greenhook.exceptions.NotARegularFile` for a directory, FIFO, socket or device
+    (refused without opening it), :class:`~greenhook.exceptions.LibraryUnreadable` if it
+    cannot be read, :class:`~greenhook.exceptions.NotAnELF` if it is not an ELF file,
+    :class:`UnsupportedELF` for 32-bit or big-endian objects and :class:`MalformedELF` for
+    truncated or corrupt ones.
     """
     path = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise LibraryNotFound("%s: no such file" % path) from None
-    except IsADirectoryError:
-        raise NotAnELF("%s: is a directory, not an ELF file" % path) from None
-    except OSError as e:
-        raise GreenhookError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    f = open_regular(path)
     with f:
         try:
             size = os.fstat(f.fileno()).st_size
@@ -413,9 +497,11 @@ def read_elf(path, with_relocations=True) -> ElfFile:
             if elf._reader is not None:
                 elf._reader.f = None       # symbols() reopens the file by path
             return elf
-        except IsADirectoryError:
-            raise NotAnELF("%s: is a directory, not an ELF file" % path) from None
-        except (struct.error, IndexError, ValueError, OverflowError) as e:
+        except (LibraryNotFound, LibraryUnreadable):
+            raise
+        except OSError as e:
+            raise _os_error(path, e) from e
+        except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as e:
             # Every read is bounds-checked; this is the last line of defence.
             raise MalformedELF("%s: corrupt ELF file (%s)" % (path, e)) from None
 
@@ -436,11 +522,9 @@ def _parse(path, f, size, with_relocations) -> ElfFile:
         raise rd.fail("ELF identification", 0)
     ei_class, ei_data = head[4], head[5]
     if ei_class != ELFCLASS64 or ei_data != ELFDATA2LSB:
-        cls = {ELFCLASS32: "32-bit", ELFCLASS64: "64-bit"}.get(ei_class, "class %d" % ei_class)
-        order = {ELFDATA2LSB: "little-endian", ELFDATA2MSB: "big-endian"}.get(
-            ei_data, "byte order %d" % ei_data)
-        raise UnsupportedELF("%s: unsupported ELF class: %s %s (greenhook reads 64-bit"
-                             " little-endian objects only)" % (path, cls, order))
+        raise UnsupportedELF("%s: unsupported ELF class: %s (greenhook reads 64-bit"
+                             " little-endian objects only)"
+                             % (path, describe_class(ei_class, ei_data)))
     if len(head) < _EHDR.size:
         raise rd.fail("ELF header", 0)
     (_ident, e_type, e_machine, _ver, _entry, e_phoff, _shoff, _flags, _ehsize,
@@ -515,9 +599,7 @@ def _parse(path, f, size, with_relocations) -> ElfFile:
     # symbol table and versions
     if DT_SYMTAB in dyn:
         rd.symtab_off = rd.vaddr_to_offset(dyn[DT_SYMTAB], "DT_SYMTAB")
-        rd.syment = dyn.get(DT_SYMENT, _SYM.size)
-        if rd.syment < _SYM.size:
-            raise rd.fail("DT_SYMTAB", rd.symtab_off, "has entries of %d bytes" % rd.syment)
+        # DT_SYMENT is ignored, as the dynamic loader ignores it: entries are Elf64_Sym.
     if DT_VERSYM in dyn:
         rd.versym_off = rd.vaddr_to_offset(dyn[DT_VERSYM], "DT_VERSYM")
         _read_versions(rd, dyn)
@@ -530,7 +612,8 @@ def _parse(path, f, size, with_relocations) -> ElfFile:
 def _read_versions(rd: _Reader, dyn):
     if DT_VERNEED in dyn:
         off = rd.vaddr_to_offset(dyn[DT_VERNEED], "DT_VERNEED")
-        for _ in range(dyn.get(DT_VERNEEDNUM, 0)):
+        # Each entry is at least one Verneed long: a larger count is corrupt (bounded work).
+        for _ in range(min(dyn.get(DT_VERNEEDNUM, 0), rd.size // _VERNEED.size)):
             _v, cnt, _file, aux, nxt = _VERNEED.unpack(rd.read(off, _VERNEED.size, "Verneed"))
             aoff = off + aux
             for _ in range(cnt):
@@ -545,7 +628,7 @@ def _read_versions(rd: _Reader, dyn):
             off += nxt
     if DT_VERDEF in dyn:
         off = rd.vaddr_to_offset(dyn[DT_VERDEF], "DT_VERDEF")
-        for _ in range(dyn.get(DT_VERDEFNUM, 0)):
+        for _ in range(min(dyn.get(DT_VERDEFNUM, 0), rd.size // _VERDEF.size)):
             _v, flags, ndx, cnt, _h, aux, nxt = _VERDEF.unpack(
                 rd.read(off, _VERDEF.size, "Verdef"))
             if cnt and not flags & 0x1:       # VER_FLG_BASE names the file, not a version

@@ -8,18 +8,21 @@ import difflib
 import importlib
 import importlib.util
 import os
+import platform
 import sys
 import threading
 import types
 
-from greenhook import _core, _symbols
+from greenhook import _core, _elffile, _symbols
 from greenhook.exceptions import (
     GreenhookError,
-    LibraryNotFound,
+    ImportFailed,
+    InvalidArgument,
     LibraryNotLoaded,
-    NotAnELF,
+    ModuleNotFound,
     PatchError,
     RefusedLibrary,
+    UnsupportedELF,
 )
 
 _lock = threading.RLock()
@@ -82,10 +85,24 @@ def _native():
 
 # --- finding loaded objects -------------------------------------------------------------------
 
-def _is_elf(path):
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head == b"\x7fELF", head
+# The ELF identification of objects this process can load: (EI_CLASS, EI_DATA, e_machine).
+_HOST_IDENT = {"x86_64": (_elffile.ELFCLASS64, _elffile.ELFDATA2LSB, _elffile.EM_X86_64),
+               "aarch64": (_elffile.ELFCLASS64, _elffile.ELFDATA2LSB, _elffile.EM_AARCH64)}
+
+
+def _check_elf_file(path):
+    """Refuse at once what cannot be a loaded shared library of this process: no file
+    (LibraryNotFound), a directory, FIFO, socket or device (NotARegularFile, never opened),
+    an unreadable file (LibraryUnreadable), not ELF (NotAnELF), another class or machine
+    (UnsupportedELF)."""
+    ei_class, ei_data, machine = _elffile.read_ident(path)
+    host = _HOST_IDENT.get(platform.machine())
+    if host is not None and (ei_class, ei_data, machine) != host:
+        raise UnsupportedELF(
+            f"{path!r} is a {_elffile.describe_class(ei_class, ei_data, machine)} ELF object; "
+            f"this process is {_elffile.describe_class(*host)} and can load (so greenhook can "
+            f"patch) only objects of that kind: give the {platform.machine()} build of the "
+            f"library")
 
 
 def _same_file(a, b):
@@ -111,7 +128,7 @@ def find_loaded(target):
     if isinstance(target, os.PathLike):
         target = os.fspath(target)
     if not isinstance(target, str) or not target:
-        raise GreenhookError(f"expected a soname, a path or a module, got {target!r}")
+        raise InvalidArgument(f"expected a soname, a path or a module, got {target!r}")
     objs = _elf.loaded_objects()
     if "/" not in target:
         hits = [o for o in objs if o.soname == target or os.path.basename(o.path) == target]
@@ -126,13 +143,7 @@ def find_loaded(target):
         if not os.path.exists(target):
             raise LibraryNotLoaded(_not_loaded_message(target, objs))
     # A path.
-    if not os.path.exists(target):
-        raise LibraryNotFound(f"no file at {target!r}")
-    if os.path.isdir(target):
-        raise NotAnELF(f"{target!r} is a directory, not a shared library")
-    ok, head = _is_elf(target)
-    if not ok:
-        raise NotAnELF(f"{target!r} is not an ELF file (starts with {head!r})")
+    _check_elf_file(target)
     for o in objs:
         if o.path and _same_file(o.path, target):
             return o
@@ -231,7 +242,11 @@ def _patch_object(obj, refuse=True):
         imports = sorted({s[0] for s in all_imports})
         not_greened = {n: _symbols.NOT_GREENED_YET[n] for n in imports
                        if n in _symbols.NOT_GREENED_YET}
-        old = _elf.write_slots([(addr, hook) for addr, hook, _, _ in plan])
+        try:
+            # All or nothing: on failure write_slots has put back what it wrote.
+            old = _elf.write_slots([(addr, hook) for addr, hook, _, _ in plan])
+        except PatchError as exc:
+            raise PatchError(f"cannot patch {obj.soname or obj.path} ({obj.path}): {exc}") from exc
         slots = [(addr, prev, hook, name, kind)
                  for (addr, hook, name, kind), prev in zip(plan, old)]
         report = PatchReport(
@@ -268,33 +283,52 @@ def unpatch_library(target):
     _elf, _ = _native()
     obj = find_loaded(target)
     with _lock:
-        done = _registry.pop(obj.base, None)
+        done = _registry.get(obj.base)
         if done is None:
             return None
         _restore(_elf, done)
+        del _registry[obj.base]   # only once restored: a failed restore stays recorded
         return done.report
 
 
 def _restore(_elf, done):
+    """Put back the original value of every slot ``done`` wrote, or raise PatchError having
+    changed nothing (``write_slots`` is all or nothing)."""
     restore = []
     for addr, old, new, name, kind in done.slots:
         # Someone else rewrote the slot after us: leave their value, never resurrect ours.
         if _elf.read_slot(addr) == new:
             restore.append((addr, old))
-    _elf.write_slots(restore)
+    try:
+        _elf.write_slots(restore)
+    except PatchError as exc:
+        raise PatchError(f"cannot unpatch {done.report.soname or done.report.library} "
+                         f"({done.report.library}): {exc}; it stays patched") from exc
 
 
 def unpatch_all():
-    """Restore every patched library; return the list of their reports."""
+    """Restore every patched library; return the list of their reports.
+
+    A library that cannot be restored stays patched (and listed by ``patched_libraries()``);
+    the others are restored, then PatchError names the first failure."""
     if not _registry:
         return []
     _elf, _ = _native()
     with _lock:
-        reports = []
+        reports, failed = [], []
         for base in list(_registry):
-            done = _registry.pop(base)
-            _restore(_elf, done)
+            done = _registry[base]
+            try:
+                _restore(_elf, done)
+            except PatchError as exc:
+                failed.append(exc)
+                continue
+            del _registry[base]
             reports.append(done.report)
+        if failed:
+            others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise PatchError(f"{failed[0]}{others}; the other libraries were restored") \
+                from failed[0]
         return reports
 
 
@@ -365,6 +399,27 @@ def dependency_closure(root):
     return order
 
 
+def _import(name):
+    """``importlib.import_module(name)``, its failures as ImportFailed / ModuleNotFound."""
+    if not name or name.startswith(".") or not all(part.isidentifier() for part in name.split(".")):
+        raise InvalidArgument(
+            f"patch_module({name!r}): not a dotted module name; pass an importable module "
+            f"name such as 'MySQLdb._mysql', or the module object")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ModuleNotFound(
+                f"patch_module({name!r}): no module named {exc.name!r} can be imported by "
+                f"{sys.executable}; install the driver in this environment or pass the "
+                f"module object", name=exc.name) from exc
+        raise ImportFailed(f"patch_module({name!r}): importing it failed: {exc}",
+                           name=name) from exc
+    except ImportError as exc:
+        raise ImportFailed(f"patch_module({name!r}): importing it failed: {exc} (a native "
+                           f"library it links may be missing)", name=name) from exc
+
+
 def patch_module(module, follow_deps=True):
     """Green an extension module and, with ``follow_deps``, every library it links (its
     DT_NEEDED closure among loaded objects) except the system runtime (libc, libm,
@@ -374,9 +429,9 @@ def patch_module(module, follow_deps=True):
     per library considered, the extension first.
     """
     if isinstance(module, str):
-        module = importlib.import_module(module)
+        module = _import(module)
     if not isinstance(module, types.ModuleType):
-        raise GreenhookError(f"expected a module or a dotted module name, got {module!r}")
+        raise InvalidArgument(f"expected a module or a dotted module name, got {module!r}")
     reports, done = [], set()
     for path in _extension_files(module):
         root = find_loaded(path)

@@ -29,7 +29,7 @@ from greenhook._elffile import (
     ELFCLASS64, ELFDATA2LSB, EM_AARCH64, EM_X86_64, ElfFile, MACHINE_NAMES, read_elf,
     read_machine,
 )
-from greenhook.exceptions import GreenhookError, LibraryNotFound
+from greenhook.exceptions import GreenhookError, ImportFailed, LibraryNotFound, ModuleNotFound
 
 __all__ = ["audit", "main", "LibraryAudit", "ImportAudit", "Slot", "SCHEMA_VERSION"]
 
@@ -253,8 +253,10 @@ class _Resolver:
         self.triplet = MULTIARCH.get(machine)
 
     def compatible(self, path) -> bool:
+        if not os.path.isfile(path):     # never open a FIFO or a device found on a search path
+            return False
         ident = read_machine(path)
-        if ident is None or not os.path.isfile(path):
+        if ident is None:
             return False
         return ident == (ELFCLASS64, ELFDATA2LSB, self.machine) or not self.machine
 
@@ -371,12 +373,12 @@ def _resolve_target(target: str) -> Tuple[str, List[str]]:
         module = importlib.import_module(target)
     except ModuleNotFoundError as e:
         if e.name and (target == e.name or target.startswith(e.name + ".")):
-            raise GreenhookError("%s: no such file, shared library or importable module"
-                                 % target) from None
-        raise GreenhookError("cannot import module %r: %s" % (target, e)) from None
+            raise ModuleNotFound("%s: no such file, shared library or importable module"
+                                 % target, name=e.name) from e
+        raise ImportFailed("cannot import module %r: %s" % (target, e), name=target) from e
     except Exception as e:   # importing runs arbitrary code; report, never trace back
-        raise GreenhookError("cannot import module %r: %s: %s"
-                             % (target, type(e).__name__, e)) from None
+        raise ImportFailed("cannot import module %r: %s: %s"
+                           % (target, type(e).__name__, e), name=target) from e
     return "module", _extension_files(module)
 
 

@@ -6,6 +6,12 @@ __all__ = [
     "LibraryNotFound",
     "LibraryNotLoaded",
     "NotAnELF",
+    "NotARegularFile",
+    "MalformedELF",
+    "UnsupportedELF",
+    "LibraryUnreadable",
+    "ModuleNotFound",
+    "ImportFailed",
     "PatchError",
     "RefusedLibrary",
     "BackendError",
@@ -32,8 +38,42 @@ class LibraryNotLoaded(GreenhookError):
     """
 
 
+class LibraryUnreadable(GreenhookError, OSError):
+    """A file exists at the path but cannot be read (permissions, I/O error ...).  Also an
+    ``OSError``; ``errno`` is the original error's."""
+
+
 class NotAnELF(GreenhookError):
     """The file exists but is not an ELF shared object."""
+
+
+class NotARegularFile(NotAnELF):
+    """The path names a directory, a FIFO, a socket or a device, not a regular file.  Refused
+    before it is opened (opening a FIFO would block)."""
+
+
+class MalformedELF(NotAnELF):
+    """The object starts like an ELF object but is truncated or corrupt: a table its dynamic
+    section names lies outside the file (on disk) or outside its loaded segments (in memory).
+    ``offset``: the file offset or address concerned, when known."""
+
+    def __init__(self, message, offset=None):
+        super().__init__(message)
+        self.offset = offset
+
+
+class UnsupportedELF(NotAnELF):
+    """A valid ELF object of a class, byte order or machine greenhook does not read or patch
+    (32-bit, big-endian, another architecture)."""
+
+
+class ImportFailed(GreenhookError, ImportError):
+    """Importing the module that was named failed.  Also an ``ImportError``; the original
+    error is the ``__cause__``."""
+
+
+class ModuleNotFound(ImportFailed, ModuleNotFoundError):
+    """No module of the name given can be imported.  Also a ``ModuleNotFoundError``."""
 
 
 class PatchError(GreenhookError):
