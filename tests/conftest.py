@@ -3,7 +3,9 @@
 ``conftest`` alone is ambiguous once several test directories have one).
 
 * :func:`skip_or_fail` -- skip with a reason, but FAIL under ``CI=true`` (nothing may be
-  skipped in CI).
+  skipped in CI).  The hooks below enforce the same rule for every other way to skip
+  (``pytest.skip``, ``skipif``/``skip`` marks, ``pytest.importorskip``, module-level skips,
+  xfail): under ``CI=true`` each becomes a failure that carries the skip reason.
 * :func:`run_scenario` -- run Python code (or a script) in a fresh interpreter, bounded in
   time.  Every test that patches a GOT must do its patching in such a subprocess: patches
   are process-wide and would leak into every later test.
@@ -26,11 +28,57 @@ sys.modules.setdefault("greenhook_test_support", sys.modules[__name__])
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
 
 
-def skip_or_fail(reason):
-    """Skip the current test with ``reason``; under ``CI=true`` fail it instead."""
+CI_NOTE = "CI=true: nothing may be skipped"
+
+
+def skip_or_fail(reason, allow_module_level=False):
+    """Skip the current test (or, with ``allow_module_level``, the whole module) with
+    ``reason``; under ``CI=true`` fail it instead."""
     if IN_CI:
-        pytest.fail("%s (CI=true: nothing may be skipped)" % reason, pytrace=False)
-    pytest.skip(reason)
+        pytest.fail("%s (%s)" % (reason, CI_NOTE), pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+# --- CI=true: a skip is a failure, however it was spelled ---------------------------------
+
+def _skip_reason(longrepr):
+    """The reason of a skipped report (``longrepr`` is ``(path, lineno, reason)``)."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        path, lineno, reason = longrepr
+        if reason.startswith("Skipped: "):
+            reason = reason[len("Skipped: "):]
+        return "%s (at %s:%s)" % (reason, path, lineno)
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``CI=true`` a skipped or xfailed test (setup, call or teardown) is reported as
+    failed, with the reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not IN_CI or not rep.skipped:
+        return
+    if hasattr(rep, "wasxfail"):
+        what = "xfailed: %s" % (rep.wasxfail or "marked xfail")
+        del rep.wasxfail
+    else:
+        what = "skipped: %s" % _skip_reason(rep.longrepr)
+    rep.outcome = "failed"
+    rep.longrepr = "%s [%s] (%s)" % (item.nodeid, what, CI_NOTE)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_make_collect_report(collector):
+    """Under ``CI=true`` a module or class that skips itself at collection time
+    (``pytest.skip(..., allow_module_level=True)``, a module-level ``pytest.importorskip``)
+    is a collection error, with the reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if IN_CI and rep.outcome == "skipped":
+        rep.outcome = "failed"
+        rep.longrepr = "%s [skipped at collection: %s] (%s)" % (
+            collector.nodeid, _skip_reason(rep.longrepr), CI_NOTE)
 
 
 def run_scenario(code_or_path, timeout=60, env=None, args=()):
