@@ -11,7 +11,11 @@
   are process-wide and would leak into every later test.
 * :func:`run_checked` -- the same, insisting on success and a clean stderr; returns what the
   scenario reported (``tests/scenarios/ghscen.py:report``).
+* :func:`build_mismatch` -- None when an interpreter's greenhook was built from this checkout
+  as it is now (its build stamp, see ``scripts/source_digest.py``), else what differs.  The
+  session refuses to start on a stale build.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -125,3 +129,34 @@ def run_checked(code_or_path, timeout=60, env=None):
         if line.startswith("GHRESULT "):
             results.update(json.loads(line[len("GHRESULT "):]))
     return results
+
+
+# --- the build under test is this checkout's ------------------------------------------
+
+#: the checkout
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DIGEST_SCRIPT = os.path.join(ROOT, "scripts", "source_digest.py")
+
+
+def _source_digest():
+    spec = importlib.util.spec_from_file_location("greenhook_source_digest", _DIGEST_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_mismatch(python=None):
+    """None when the greenhook that ``python`` (default: this interpreter) imports was built
+    from this checkout as it is now; else a message saying what differs and how to rebuild."""
+    return _source_digest().mismatch(python, ROOT)
+
+
+def pytest_sessionstart(session):
+    """Refuse to test a stale build: the installed greenhook's build stamp must match the
+    checkout's sources.  (Skipped when this file is not in a checkout, e.g. copied into a
+    pytester session.)"""
+    if not os.path.isfile(_DIGEST_SCRIPT) or not os.path.isfile(os.path.join(ROOT, "setup.py")):
+        return
+    problem = build_mismatch()
+    if problem:
+        pytest.exit("build check: " + problem, returncode=pytest.ExitCode.USAGE_ERROR)

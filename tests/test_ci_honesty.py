@@ -113,3 +113,35 @@ def test_without_ci_a_collection_time_skip_skips(session, monkeypatch):
                  "test_module_importorskip.py", "test_passing.py")
     result.assert_outcomes(skipped=2, passed=1)
     assert result.ret == 0
+
+
+# --- the build under test must be the checkout's -------------------------------------------
+
+def test_this_session_tests_the_checkouts_build():
+    """The session started (pytest_sessionstart checked the stamp); check it again here."""
+    from greenhook_test_support import build_mismatch
+
+    assert build_mismatch() is None
+
+
+def test_a_changed_source_makes_the_build_stale(tmp_path):
+    """A copy of the checkout's sources hashes like the checkout; change one byte of one
+    source and the installed build is reported stale, with what to do."""
+    from greenhook_test_support import ROOT, _source_digest
+
+    digest = _source_digest()
+    files = digest.source_files(ROOT)
+    assert "cython/greenhook/_hooks.pyx" in files and "setup.py" in files, files
+    assert "src/greenhook/_api.py" in files and "cext_samples/ghsample.c" in files, files
+    for rel in files:
+        dst = tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.path.join(ROOT, rel), "rb") as f:
+            dst.write_bytes(f.read())
+    assert digest.digest(str(tmp_path)) == digest.digest(ROOT)
+    assert digest.mismatch(None, str(tmp_path)) is None
+    (tmp_path / "cython" / "greenhook" / "_hooks.pyx").write_bytes(
+        (tmp_path / "cython" / "greenhook" / "_hooks.pyx").read_bytes() + b"\n")
+    problem = digest.mismatch(None, str(tmp_path))
+    assert problem is not None and "is a stale build" in problem, problem
+    assert "pip install --no-deps" in problem, problem

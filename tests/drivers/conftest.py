@@ -29,7 +29,7 @@ import sys
 
 import pytest
 
-from greenhook_test_support import IN_CI, skip_or_fail  # noqa: F401 - IN_CI re-exported
+from greenhook_test_support import IN_CI, build_mismatch, skip_or_fail  # noqa: F401 - IN_CI re-exported
 
 SERVICES_ENV = "GREENHOOK_SERVICES"
 BINARY_VENV_ENV = "GREENHOOK_BINARY_VENV"
@@ -128,4 +128,7 @@ def binary_venv_python():
     py = os.path.join(venv, "bin", "python")
     if not os.access(py, os.X_OK):
         unavailable("%s=%s has no bin/python" % (BINARY_VENV_ENV, venv))
+    problem = build_mismatch(py)
+    if problem:
+        pytest.fail("build check: " + problem, pytrace=False)
     return py
