@@ -116,11 +116,11 @@ def run_scenario(code_or_path, timeout=60, env=None, args=()):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def run_checked(code_or_path, timeout=60, env=None):
+def run_checked(code_or_path, timeout=60, env=None, args=()):
     """:func:`run_scenario` that insists on exit status 0 and a clean stderr (no traceback,
     no "Exception ignored"); returns the values the scenario handed back with
     ``ghscen.report(**values)`` (``GHRESULT {json}`` lines on stdout), merged."""
-    rc, out, err = run_scenario(code_or_path, timeout=timeout, env=env)
+    rc, out, err = run_scenario(code_or_path, timeout=timeout, env=env, args=args)
     where = "--- stdout\n%s\n--- stderr\n%s" % (out, err)
     assert rc == 0, "scenario exited with status %s\n%s" % (rc, where)
     assert "Traceback" not in err and "Exception ignored" not in err, where
