@@ -2,12 +2,17 @@
 
 All build switches live here.  ``GREENHOOK_DEBUG=1`` builds with ``-O0 -g``;
 ``GREENHOOK_ANNOTATE=1`` writes Cython's HTML annotation next to the sources.
+
+Every build carries ``greenhook/_build_stamp.json``: the hash of the sources it was made from
+(``scripts/source_digest.py``), which the tests compare with the checkout's.
 """
+import json
 import os
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
+from setuptools.command.build_py import build_py as _build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("GREENHOOK_DEBUG") == "1"
@@ -89,4 +94,20 @@ class build_ext(_build_ext):
         build_samples.build_all(out, debug=DEBUG, verbose=self.verbose)
 
 
-setup(ext_modules=core_extensions(), cmdclass={"build_ext": build_ext})
+class build_py(_build_py):
+    """Copy the Python sources, then write the build stamp next to them."""
+
+    def run(self):
+        super().run()
+        sys.path.insert(0, os.path.join(HERE, "scripts"))
+        try:
+            import source_digest
+        finally:
+            sys.path.pop(0)
+        path = os.path.join(self.build_lib, "greenhook", source_digest.STAMP_NAME)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(source_digest.stamp(HERE), f)
+
+
+setup(ext_modules=core_extensions(), cmdclass={"build_ext": build_ext, "build_py": build_py})

@@ -3,13 +3,19 @@
 ``conftest`` alone is ambiguous once several test directories have one).
 
 * :func:`skip_or_fail` -- skip with a reason, but FAIL under ``CI=true`` (nothing may be
-  skipped in CI).
+  skipped in CI).  The hooks below enforce the same rule for every other way to skip
+  (``pytest.skip``, ``skipif``/``skip`` marks, ``pytest.importorskip``, module-level skips,
+  xfail): under ``CI=true`` each becomes a failure that carries the skip reason.
 * :func:`run_scenario` -- run Python code (or a script) in a fresh interpreter, bounded in
   time.  Every test that patches a GOT must do its patching in such a subprocess: patches
   are process-wide and would leak into every later test.
 * :func:`run_checked` -- the same, insisting on success and a clean stderr; returns what the
   scenario reported (``tests/scenarios/ghscen.py:report``).
+* :func:`build_mismatch` -- None when an interpreter's greenhook was built from this checkout
+  as it is now (its build stamp, see ``scripts/source_digest.py``), else what differs.  The
+  session refuses to start on a stale build.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,11 +32,57 @@ sys.modules.setdefault("greenhook_test_support", sys.modules[__name__])
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
 
 
-def skip_or_fail(reason):
-    """Skip the current test with ``reason``; under ``CI=true`` fail it instead."""
+CI_NOTE = "CI=true: nothing may be skipped"
+
+
+def skip_or_fail(reason, allow_module_level=False):
+    """Skip the current test (or, with ``allow_module_level``, the whole module) with
+    ``reason``; under ``CI=true`` fail it instead."""
     if IN_CI:
-        pytest.fail("%s (CI=true: nothing may be skipped)" % reason, pytrace=False)
-    pytest.skip(reason)
+        pytest.fail("%s (%s)" % (reason, CI_NOTE), pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+# --- CI=true: a skip is a failure, however it was spelled ---------------------------------
+
+def _skip_reason(longrepr):
+    """The reason of a skipped report (``longrepr`` is ``(path, lineno, reason)``)."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        path, lineno, reason = longrepr
+        if reason.startswith("Skipped: "):
+            reason = reason[len("Skipped: "):]
+        return "%s (at %s:%s)" % (reason, path, lineno)
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``CI=true`` a skipped or xfailed test (setup, call or teardown) is reported as
+    failed, with the reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not IN_CI or not rep.skipped:
+        return
+    if hasattr(rep, "wasxfail"):
+        what = "xfailed: %s" % (rep.wasxfail or "marked xfail")
+        del rep.wasxfail
+    else:
+        what = "skipped: %s" % _skip_reason(rep.longrepr)
+    rep.outcome = "failed"
+    rep.longrepr = "%s [%s] (%s)" % (item.nodeid, what, CI_NOTE)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_make_collect_report(collector):
+    """Under ``CI=true`` a module or class that skips itself at collection time
+    (``pytest.skip(..., allow_module_level=True)``, a module-level ``pytest.importorskip``)
+    is a collection error, with the reason."""
+    outcome = yield
+    rep = outcome.get_result()
+    if IN_CI and rep.outcome == "skipped":
+        rep.outcome = "failed"
+        rep.longrepr = "%s [skipped at collection: %s] (%s)" % (
+            collector.nodeid, _skip_reason(rep.longrepr), CI_NOTE)
 
 
 def run_scenario(code_or_path, timeout=60, env=None, args=()):
@@ -64,11 +116,11 @@ def run_scenario(code_or_path, timeout=60, env=None, args=()):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def run_checked(code_or_path, timeout=60, env=None):
+def run_checked(code_or_path, timeout=60, env=None, args=()):
     """:func:`run_scenario` that insists on exit status 0 and a clean stderr (no traceback,
     no "Exception ignored"); returns the values the scenario handed back with
     ``ghscen.report(**values)`` (``GHRESULT {json}`` lines on stdout), merged."""
-    rc, out, err = run_scenario(code_or_path, timeout=timeout, env=env)
+    rc, out, err = run_scenario(code_or_path, timeout=timeout, env=env, args=args)
     where = "--- stdout\n%s\n--- stderr\n%s" % (out, err)
     assert rc == 0, "scenario exited with status %s\n%s" % (rc, where)
     assert "Traceback" not in err and "Exception ignored" not in err, where
@@ -77,3 +129,34 @@ def run_checked(code_or_path, timeout=60, env=None):
         if line.startswith("GHRESULT "):
             results.update(json.loads(line[len("GHRESULT "):]))
     return results
+
+
+# --- the build under test is this checkout's ------------------------------------------
+
+#: the checkout
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DIGEST_SCRIPT = os.path.join(ROOT, "scripts", "source_digest.py")
+
+
+def _source_digest():
+    spec = importlib.util.spec_from_file_location("greenhook_source_digest", _DIGEST_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_mismatch(python=None):
+    """None when the greenhook that ``python`` (default: this interpreter) imports was built
+    from this checkout as it is now; else a message saying what differs and how to rebuild."""
+    return _source_digest().mismatch(python, ROOT)
+
+
+def pytest_sessionstart(session):
+    """Refuse to test a stale build: the installed greenhook's build stamp must match the
+    checkout's sources.  (Skipped when this file is not in a checkout, e.g. copied into a
+    pytester session.)"""
+    if not os.path.isfile(_DIGEST_SCRIPT) or not os.path.isfile(os.path.join(ROOT, "setup.py")):
+        return
+    problem = build_mismatch()
+    if problem:
+        pytest.exit("build check: " + problem, returncode=pytest.ExitCode.USAGE_ERROR)

@@ -18,8 +18,10 @@ import time
 
 import pytest
 
+from greenhook_test_support import skip_or_fail
+
 if not sys.platform.startswith("linux"):
-    pytest.skip("the samples are ELF/Linux only", allow_module_level=True)
+    skip_or_fail("the samples are ELF/Linux only", allow_module_level=True)
 
 from greenhook import samples  # noqa: E402
 from greenhook.samples.server import (  # noqa: E402
@@ -74,7 +76,7 @@ def server():
 def _tool(name):
     path = shutil.which(name)
     if path is None:
-        pytest.skip("%s (binutils) not installed" % name)
+        skip_or_fail("%s (binutils) not installed" % name)
     return path
 
 
@@ -118,7 +120,7 @@ def _undefined(path):
 def _reloc_names():
     names = RELOC_NAMES.get(platform.machine())
     if names is None:
-        pytest.skip("relocation names not catalogued for %s" % platform.machine())
+        skip_or_fail("relocation names not catalogued for %s" % platform.machine())
     return names
 
 

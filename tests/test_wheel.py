@@ -7,6 +7,8 @@ import venv
 
 import pytest
 
+from greenhook_test_support import build_mismatch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,6 +45,8 @@ def test_wheel_holds_the_samples_and_no_sources(wheel_venv):
     lib, sources = out.stdout.splitlines()
     assert lib.startswith(str(tmp)) and lib.endswith("libghsample_now.so")
     assert sources == "[]"
+    # the wheel carries the build stamp of the checkout it was built from
+    assert build_mismatch(py) is None, build_mismatch(py)
 
 
 def test_verify_passes_from_the_wheel(wheel_venv):

@@ -29,17 +29,15 @@ import sys
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+from greenhook_test_support import IN_CI, build_mismatch, skip_or_fail  # noqa: F401 - IN_CI re-exported
 
 SERVICES_ENV = "GREENHOOK_SERVICES"
 BINARY_VENV_ENV = "GREENHOOK_BINARY_VENV"
 
 
 def unavailable(reason):
-    """Fail under CI (nothing may be skipped there), skip elsewhere."""
-    if IN_CI:
-        pytest.fail("%s (CI=true: required)" % reason, pytrace=False)
-    pytest.skip(reason)
+    """Fail under CI (nothing may be skipped there), skip elsewhere: ``skip_or_fail``."""
+    skip_or_fail(reason)
 
 
 def require_module(name):
@@ -130,4 +128,7 @@ def binary_venv_python():
     py = os.path.join(venv, "bin", "python")
     if not os.access(py, os.X_OK):
         unavailable("%s=%s has no bin/python" % (BINARY_VENV_ENV, venv))
+    problem = build_mismatch(py)
+    if problem:
+        pytest.fail("build check: " + problem, pytrace=False)
     return py
