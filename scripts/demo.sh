@@ -14,7 +14,7 @@ if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 echo "demo: building greenhook into $VENV (Cython core + sample C clients)" >&2
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check . 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check . 2>&1 | sed '/^WARNING: Location/d' >&2   # pipefail: a failed build stops here
 "$VENV/bin/python" -c 'import greenhook._hooks, greenhook.samples' || { echo "demo: build failed" >&2; exit 1; }
 cd "${TMPDIR:-/tmp}"   # run from outside the checkout: the installed package, not src/
 exec "$OLDPWD/$VENV/bin/python" -m greenhook demo "$@"
