@@ -5,9 +5,11 @@ sample library ``libghsample_now.so`` is patched and its thin ``ghs_*`` wrappers
 signatures) are called through ctypes, which releases the GIL like a driver would.  Scenarios
 hand measurements back with ``report()``; the assertions are here.  Helpers: ``ghscen.py``.
 
-Timing bounds are loose (a loaded 2-core machine); what they tell apart is "waited greenly"
-(the 10 ms ticker greenlet ticked) from "blocked the thread" (it did not), and "returned at
-once" from "waited for the timeout".
+Timing bounds tell apart "waited greenly" (the 10 ms ticker greenlet ticked) from "blocked
+the thread" (it did not), "returned at once" from "waited for the timeout", and "waited
+once" from "waited twice": a call that should take T seconds must take at most T + SLACK
+(0.15 s, for scheduling on a loaded 2-core machine; measured overshoot <= 0.06 s), so a timer
+restarted or a wait repeated (2 T) fails for every T used here (0.2 s and up).
 """
 import errno
 import textwrap
@@ -22,6 +24,8 @@ POLLRDNORM = 0x40
 
 #: a 10 ms ticker runs ~30 times in 0.3 s; "kept ticking" means clearly more than "blocked"
 GREEN_TICKS = 10
+#: how much later than its ideal time a call may end (a loaded 2-core machine)
+SLACK = 0.15
 
 PRELUDE = """\
 import ctypes, errno, os, signal, socket, sys, time
@@ -49,8 +53,9 @@ def scenario(hub, body, variant="now", patch=True, timeout=30):
 
 
 def assert_green(r, low, high=None):
-    """The call took [low, high] seconds and the ticker kept ticking meanwhile."""
-    high = high if high is not None else low + 1.0
+    """The call took [low, high] seconds (``high``: ``low + SLACK``, ``low`` being the ideal
+    time or a hair under it) and the ticker kept ticking meanwhile."""
+    high = high if high is not None else low + SLACK
     assert low <= r["elapsed"] <= high, r
     assert r["ticks"] >= GREEN_TICKS, "the hub did not run while the call waited: %r" % r
 
@@ -109,7 +114,7 @@ def test_call_from_hub_greenlet_blocks_for_real(hub):
         report(res=res, elapsed=now() - t0, ticks=ticker.count - ticks0, recv=stat("recv"))
     """)
     assert r["res"][0] == 10 and r["res"][2] == "to-the-hub", r
-    assert 0.23 <= r["elapsed"] <= 2.0, r
+    assert 0.23 <= r["elapsed"] <= 0.25 + SLACK, r
     assert r["ticks"] <= 4, "the hub kept running during a call that had to block: %r" % r
     assert r["recv"]["blocked"] == 1 and r["recv"]["waits"] == 0, r["recv"]
 
@@ -201,7 +206,7 @@ def test_no_hub_in_thread_blocks_for_real_and_creates_none(hub, call):
                hub_before=repr(before), hub_after=repr(H.get_hub_if_exists()))
     """)
     assert r["hub_before"] == "None" and r["hub_after"] == "None", r
-    assert 0.18 <= r["elapsed"] <= 2.0, r
+    assert 0.18 <= r["elapsed"] <= 0.2 + SLACK, r
     if call == "recv":
         assert r["res"][0] == 9 and r["res"][2] == "late data", r
     elif call == "poll":
@@ -256,7 +261,7 @@ def test_so_rcvtimeo_expires_greenly_with_eagain(hub):
         "c_recv(lib, a.fileno())",
         setup="a, b = unix_pair(); set_timeo(a, socket.SO_RCVTIMEO, 0.3)"))
     assert r["res"][:2] == [-1, EAGAIN], r
-    assert_green(r, 0.28, 1.0)
+    assert_green(r, 0.28)
     st = r["stats"]["recv"]
     assert st["timeouts"] == 1 and st["waits"] >= 1, st
 
@@ -312,7 +317,7 @@ def test_msg_waitall_collects_until_complete_or_timeout(hub):
     """)
     assert r["whole"][0] == 10 and r["whole"][2] == "abcdefghij", r
     assert r["partial"][0] == 3 and r["partial"][2] == "xyz", r
-    assert 0.28 <= r["elapsed"] <= 1.0, r
+    assert 0.28 <= r["elapsed"] <= 0.3 + SLACK, r
 
 
 def test_so_sndtimeo_expires_on_a_full_send_buffer(hub):
@@ -320,7 +325,7 @@ def test_so_sndtimeo_expires_on_a_full_send_buffer(hub):
         "c_send(lib, a.fileno(), b'y' * 1000)",
         setup="a, b = unix_pair(); fill_send_buffer(a); set_timeo(a, socket.SO_SNDTIMEO, 0.3)"))
     assert r["res"] == [-1, EAGAIN], r
-    assert_green(r, 0.28, 1.0)
+    assert_green(r, 0.28)
     st = r["stats"]["send"]
     assert st["timeouts"] == 1 and st["waits"] >= 1, st
 
@@ -351,7 +356,7 @@ def test_poll_zero_timeout_is_a_probe(hub):
 def test_poll_timeout_returns_zero_never_early(hub):
     r = scenario(hub, measured("c_poll(lib, [(a.fileno(), POLLIN)], 250)", setup="a, b = unix_pair()"))
     assert r["res"][0] == 0 and r["res"][2] == [0], r
-    assert_green(r, 0.25, 1.0)
+    assert_green(r, 0.25)
     assert r["stats"]["poll"]["timeouts"] == 1, r["stats"]
 
 
@@ -375,7 +380,7 @@ def test_poll_reports_hangup_whatever_the_events(hub, events):
 def test_poll_without_fds_is_a_green_sleep(hub):
     r = scenario(hub, measured("c_poll(lib, [], 200)"))
     assert r["res"][:2] == [0, 0], r
-    assert_green(r, 0.2, 1.0)
+    assert_green(r, 0.2)
 
 
 def test_poll_single_negative_fd_is_ignored(hub):
@@ -383,7 +388,7 @@ def test_poll_single_negative_fd_is_ignored(hub):
     that returns 0, on every hub."""
     r = scenario(hub, measured("c_poll(lib, [(-1, POLLIN)], 200, garbage=0x7f)"))
     assert r["res"] == [0, 0, [0]], r
-    assert_green(r, 0.2, 1.0)
+    assert_green(r, 0.2)
 
 
 def test_poll_returns_the_final_probes_revents(hub):
@@ -414,7 +419,7 @@ def test_ppoll(hub, tmo):
         assert r["stats"]["ppoll"]["green"] == 1, r["stats"]
     else:
         assert r["res"][0] == 0 and r["res"][2] == [0], r
-        assert_green(r, 0.25, 1.0)
+        assert_green(r, 0.25)
         assert r["stats"]["ppoll"]["timeouts"] == 1, r["stats"]
 
 
@@ -443,7 +448,7 @@ def test_select_timeout_returns_zero_with_sets_cleared(hub, fn):
     assert res[2] == [] and res[3] is None and res[4] == [], "sets not cleared: %r" % r
     if fn == "ghs_select":
         assert res[5] == 0, "Linux select() leaves the time not slept in the timeval: %r" % r
-    assert_green(r, 0.25, 1.0)
+    assert_green(r, 0.25)
     assert r["stats"][fn[4:]]["timeouts"] == 1, r["stats"]
 
 
@@ -467,7 +472,7 @@ def test_connect_refused(hub):
     r = scenario(hub, measured("c_connect(lib, s, ('127.0.0.1', closed_port()))",
                                setup="s = socket.socket()"))
     assert r["res"] == [-1, errno.ECONNREFUSED], r
-    assert r["elapsed"] < 0.5, r
+    assert r["elapsed"] < SLACK, r
 
 
 def test_connect_sndtimeo_through_the_green_path_gives_the_kernels_errno(hub):
@@ -490,7 +495,7 @@ def test_connect_sndtimeo_through_the_green_path_gives_the_kernels_errno(hub):
     """)
     assert r["real"][0] == [-1, errno.EINPROGRESS], r
     assert r["res"] == r["real"][0], r
-    assert_green(r, 0.28, 1.0)
+    assert_green(r, 0.28)
     assert r["connect"]["waits"] >= 1 and r["connect"]["timeouts"] == 1, r["connect"]
 
 
@@ -508,7 +513,7 @@ def test_connect_completes_through_the_green_path(hub):
         H.spawn_later(0.2, drain)
     """))
     assert r["res"][0] == 0, r
-    assert_green(r, 0.2, 5.0)
+    assert_green(r, 0.95)     # the kernel retransmits the SYN 1 s after the first one
     st = r["stats"]["connect"]
     assert st["green"] == 1 and st["waits"] >= 1, st
 
@@ -548,7 +553,7 @@ res, elapsed = H.call(attempt)
 report(res=res, elapsed=elapsed, ticks=ticker.count - ticks0, connect=stat("connect"))
 """)
     assert r["res"][0] == 0, r
-    assert_green(r, 0.28, 1.5)
+    assert_green(r, 0.28)
     assert r["connect"]["green"] == 1, r["connect"]
 
 
@@ -563,7 +568,7 @@ report(res=res, real=real, elapsed=elapsed, ticks=ticks, connect=stat("connect")
 """)
     assert r["real"][0] == [-1, EAGAIN], r
     assert r["res"] == r["real"][0], r
-    assert_green(r, 0.28, 1.0)
+    assert_green(r, 0.28)
     assert r["connect"]["timeouts"] == 1, r["connect"]
 
 
@@ -580,7 +585,7 @@ def test_recv_after_peer_close_is_eof(hub):
     """)
     assert r["before"][0] == 0 and r["before"][2] == "", r
     assert r["during"][0] == 0 and r["during"][2] == "", r
-    assert 0.18 <= r["elapsed"] <= 1.5, r
+    assert 0.18 <= r["elapsed"] <= 0.2 + SLACK, r
 
 
 def test_send_after_peer_close_is_epipe(hub):
@@ -704,7 +709,7 @@ report(out=out, rec=rec, other=other, recv=stat("recv"), ticks=ticker.count)
     out = r["out"]
     want = "gevent.timeout.Timeout" if hub == "gevent" else "greenhook.hub.Timeout"
     assert out.get("caught") == want and "returned" not in out, r
-    assert 0.18 <= out["elapsed"] <= 0.6, r
+    assert 0.18 <= out["elapsed"] <= 0.2 + SLACK, r
     assert r["rec"] == {"result": -1, "errno": ETIMEDOUT}, r
     assert out["again"][0] == 5 and out["again"][2] == "again", "the greenlet cannot park again: %r" % r
     assert r["other"][0] == 5 and r["other"][2] == "other", r
@@ -752,7 +757,7 @@ def victim():
 H.call(victim)
 report(out=out, rec=rec, stats=stat({call!r}))
 """)
-    assert "returned" not in r["out"] and 0.18 <= r["out"].get("elapsed", -1) <= 0.6, r
+    assert "returned" not in r["out"] and 0.18 <= r["out"].get("elapsed", -1) <= 0.2 + SLACK, r
     assert r["rec"]["result"] == want_result, r
     if want_errno is not None:
         assert r["rec"]["errno"] == want_errno, r
@@ -794,7 +799,7 @@ report(out=out, rec=rec, kill_took=kill_took, dead=g.dead, value=repr(g.value),
 """)
     assert r["rec"] == {"result": -1, "errno": ETIMEDOUT}, r
     assert r["dead"] and r["exit"], "the greenlet did not end with GreenletExit: %r" % r
-    assert r["kill_took"] < 0.5, r
+    assert r["kill_took"] < SLACK, r
     if position == "statement":
         assert r["out"] == {"raised": "GreenletExit"}, r
     assert r["after"][0] == 5 and r["after"][2] == "after", r
@@ -885,7 +890,7 @@ after = c_recv(lib, a.fileno())
 report(out=out, rec=rec, after=after, ticks=ticker.count)
 """)
     assert "returned" not in r["out"], r
-    assert 0.18 <= r["out"]["interrupted_after"] <= 1.0, r
+    assert 0.18 <= r["out"]["interrupted_after"] <= 0.2 + SLACK, r
     assert r["rec"] == {"result": -1, "errno": ETIMEDOUT}, r
     assert r["after"][0] == 5 and r["after"][2] == "after", r
 
@@ -920,7 +925,7 @@ def test_timeout_replaces_the_drivers_error(hub, delay_server):
         report(**out, ticks=ticker.count)
     """)
     assert r["caught"] == "Timeout", r
-    assert 0.18 <= r["elapsed"] <= 0.6, r
+    assert 0.18 <= r["elapsed"] <= 0.2 + SLACK, r
     assert r["context"] == [True, ETIMEDOUT], "__context__ is not the driver's OSError: %r" % r
     assert r["next"] == "next", r
 

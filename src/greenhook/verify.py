@@ -155,16 +155,25 @@ def run_cells(variant, hub, styles, gil=("held", "released"), n=20, control=2, d
             server.stop()
 
 
+#: fixed allowance above twice the ideal time (scheduling on a loaded machine)
+MARGIN = 0.2
+
+
 def check(cell):
-    """(passed, reason) for one cell, with the loose bounds the README documents."""
+    """(passed, reason) for one cell.
+
+    Greened, the n calls overlap: ideally they take ``delay``.  The bound is twice that plus
+    MARGIN (0.6 s for 0.2 s calls): if k of the calls blocked the thread instead, the cell
+    would take up to (k + 1) x delay, so two blocked calls fail it.  The ticker must have run
+    at least half of the ideal number of ticks."""
     serial = cell.n * cell.delay
     if not cell.ok:
         return False, "wrong reply bytes or errors: " + "; ".join(cell.errors or ["bytes differ"])
     if cell.patched:
-        limit = max(1.5 * cell.delay, cell.delay + 0.3 * serial)  # 1.4 s for 20 x 0.2 s
+        limit = 2 * cell.delay + MARGIN
         if cell.wall >= limit:
             return False, f"took {cell.wall:.2f} s, expected < {limit:.2f} s (serial: {serial:.1f} s)"
-        expected_ticks = max(3, int(cell.delay / TICK / 4))
+        expected_ticks = max(3, int(cell.delay / TICK / 2))
         if cell.ticks < expected_ticks:
             return False, f"ticker ticked {cell.ticks} times, expected >= {expected_ticks}: the hub was blocked"
         if cell.waits == 0:

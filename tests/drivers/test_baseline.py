@@ -16,6 +16,7 @@ from greenhook_drivers_support import require_module
 
 SLEEP = 0.3
 N_GREENLETS = 3
+MARGIN = 0.2      # fixed allowance above the ideal time (a loaded 2-core machine)
 
 
 # -------------------------------------------------------------------------------- mysql
@@ -151,7 +152,7 @@ def test_pylibmc_through_delaying_proxy(memcached_server):
     finally:
         mc.disconnect_all()
     # two requests, each held `delay` by the proxy
-    assert 2 * delay * 0.9 <= elapsed < 2 * delay + 1.5, elapsed
+    assert 2 * delay * 0.9 <= elapsed <= 2 * delay + MARGIN, elapsed
     # the direct server sees the value the proxied client stored
     direct = pylibmc.Client(memcached_server["servers"])
     try:
@@ -189,12 +190,13 @@ def test_pycurl_delay_is_honoured(http_server):
     code, _ = _curl_get(pycurl, http_server["delay_url"].format(ms=300))
     elapsed = time.monotonic() - t0
     assert code == 200
-    assert 0.29 <= elapsed < 2.0, elapsed
+    assert 0.29 <= elapsed <= 0.3 + MARGIN, elapsed
 
 
 def test_http_server_handles_60_concurrent_connections(http_server):
     """The delay server itself must not serialize: 60 requests of 300 ms at once, from
-    plain threads, finish in well under 60 x 300 ms."""
+    plain threads, finish in about 300 ms (bound 2 x 300 ms + MARGIN; 60 x 300 ms serialized;
+    two requests served one after the other would already take 600 ms)."""
     n, ms = 60, 300
     barrier = threading.Barrier(n)
     results = []
@@ -220,7 +222,7 @@ def test_http_server_handles_60_concurrent_connections(http_server):
     elapsed = time.monotonic() - t0
     assert len(results) == n
     assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"delayed %d\n" % ms) for r in results)
-    assert elapsed < 3.0, elapsed
+    assert elapsed <= 2 * ms / 1000 + MARGIN, elapsed
 
 
 # -------------------------------------------------------------------------------- serialization
@@ -266,7 +268,7 @@ def test_mysqlclient_greenlets_serialize_without_greenhook(mysql_server):
     elapsed, ticks = _serialized_run(
         gevent, lambda: MySQLdb.connect(**mysql_server["connect"]), "SELECT SLEEP(%s)" % SLEEP
     )
-    assert N_GREENLETS * SLEEP * 0.95 <= elapsed < N_GREENLETS * SLEEP + 1.5, elapsed
+    assert N_GREENLETS * SLEEP * 0.95 <= elapsed <= N_GREENLETS * SLEEP + MARGIN, elapsed
     assert ticks <= N_GREENLETS + 1, ticks
 
 
@@ -276,7 +278,7 @@ def test_psycopg2_greenlets_serialize_without_greenhook(postgres_server):
     elapsed, ticks = _serialized_run(
         gevent, lambda: psycopg2.connect(postgres_server["dsn"]), "SELECT pg_sleep(%s)" % SLEEP
     )
-    assert N_GREENLETS * SLEEP * 0.95 <= elapsed < N_GREENLETS * SLEEP + 1.5, elapsed
+    assert N_GREENLETS * SLEEP * 0.95 <= elapsed <= N_GREENLETS * SLEEP + MARGIN, elapsed
     assert ticks <= N_GREENLETS + 1, ticks
 
 

@@ -7,8 +7,12 @@ test asserts on it.  Each greened case runs on both hubs: gevent's (``greenhook.
 
 The shape of the concurrency cases: N greenlets, each with its own connection / client /
 handle, each waiting SLEEP seconds on the server, next to a 10 ms ticker greenlet.  Greened,
-they all finish in about SLEEP (bound: under 1 s, not N x SLEEP = 6 s) and the ticker keeps
-ticking; unpatched (the control, a small group) they run one after the other.
+they all finish in about SLEEP (bound: 2 x SLEEP + MARGIN = 0.8 s, not N x SLEEP = 6 s) and
+the ticker keeps ticking; unpatched (the control, a small group) they run one after the other.
+
+Time bounds are the ideal time plus MARGIN for one wait, 2 x the ideal plus MARGIN for
+overlapped waits: serializing k of the N calls adds up to k x SLEEP, so a run with two of
+them serialized (>= 0.9 s) fails.
 
 Measured numbers are printed (run with ``-s`` to see them) and quoted in docs/DRIVERS.md.
 """
@@ -32,8 +36,9 @@ HUBS = ["gevent", "builtin"]
 N = 20            # greenlets in a greened run
 N_CONTROL = 3     # greenlets in an unpatched control run
 SLEEP = 0.3       # seconds each request waits on the server
-BOUND = 1.0       # a greened run of N must finish under this (serialized: N * SLEEP = 6 s)
-MIN_TICKS = 10    # the 10 ms ticker ticks ~30 times in a greened 0.3 s run; 0-1 when blocked
+MARGIN = 0.2      # fixed allowance for scheduling on a loaded 2-core machine
+BOUND = 2 * SLEEP + MARGIN  # a greened run of N must finish within this (serialized: 6 s)
+MIN_TICKS = 15    # the 10 ms ticker ticks ~30 times in a greened 0.3 s run; 0-1 when blocked
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -43,10 +48,9 @@ class Hung(Exception):
     pass
 
 
-def run_scenario(script, args, python=None, timeout=60, allow_crash=False):
+def run_scenario(script, args, python=None, timeout=60):
     """Run ``scenarios/<script>`` with ``args`` in a fresh interpreter; return its RESULT.
-    ``allow_crash``: a process killed by a signal returns {"crashed": signal, "_stderr": ...}
-    instead of failing the test."""
+    A crash (killed by a signal), a non-zero exit or a missing RESULT fails the test."""
     cmd = [python or sys.executable, os.path.join(SCENARIOS, script), json.dumps(args)]
     env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a crash prints the Python stack
     try:
@@ -57,8 +61,6 @@ def run_scenario(script, args, python=None, timeout=60, allow_crash=False):
             script, args.get("case"), timeout, exc.stdout, exc.stderr))
     out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-    if allow_crash and proc.returncode < 0 and not lines:
-        return {"crashed": -proc.returncode, "_stdout": out, "_stderr": err}
     if proc.returncode != 0 or len(lines) != 1:
         pytest.fail("scenario %s %r failed (exit %s)\nstdout:\n%s\nstderr:\n%s"
                     % (script, args.get("case"), proc.returncode, out[-4000:], err[-4000:]),
@@ -89,7 +91,8 @@ def assert_concurrent(res, n=N):
     assert res["unfinished"] == 0
     assert all(r is not None for r in res["results"])
     assert len(res["results"]) == n
-    assert res["elapsed"] < BOUND, "greened run of %d took %.2f s" % (n, res["elapsed"])
+    assert res["elapsed"] <= BOUND, "greened run of %d took %.2f s (bound %.2f s)" % (
+        n, res["elapsed"], BOUND)
     assert res["ticks"] >= MIN_TICKS, "the ticker only ticked %d times" % res["ticks"]
 
 
@@ -157,11 +160,11 @@ def test_mysqlclient_read_timeout_matches_unpatched(mysql_args, hub):
     show("mysqlclient read_timeout=1 (greened)", green)
     assert "error" in base, base            # what the driver does on its own
     assert base["error"]["type"] == "MySQLdb.OperationalError", base
-    assert 0.9 <= base["after"] < 2.0, base
+    assert 0.9 <= base["after"] <= 1.0 + MARGIN, base
     assert "error" in got, got
     assert got["error"]["type"] == base["error"]["type"]
     assert got["error"]["args"][0] == base["error"]["args"][0] == 2013, (got, base)
-    assert 0.9 <= got["after"] < 2.0, got
+    assert 0.9 <= got["after"] <= 1.0 + MARGIN, got
     # greened, the hub kept running meanwhile; unpatched it did not
     assert green["ticks"] >= 50, green["ticks"]
     assert base_res["ticks"] <= 2, base_res["ticks"]
@@ -174,7 +177,7 @@ def test_mysqlclient_connection_refused_matches_unpatched(mysql_args, hub):
     assert "error" in base and "error" in got, (base, got)
     assert got["error"]["type"] == base["error"]["type"] == "MySQLdb.OperationalError"
     assert got["error"]["args"][0] == base["error"]["args"][0] == 2002, (got, base)
-    assert got["after"] < 1.0, got
+    assert got["after"] <= MARGIN, got
 
 
 @pytest.mark.parametrize("hub", HUBS)
@@ -208,7 +211,7 @@ def test_mysqlclient_timeout_cancels_query(mysql_args, hub):
                                         timeout=0.2))
     c = res["cancelled"]
     assert c.get("raised") == "Timeout" and c["is_timeout"], c
-    assert 0.15 <= c["after"] < 0.6, c
+    assert 0.15 <= c["after"] <= 0.2 + MARGIN, c
     assert "OperationalError(2013" in (c["context"] or ""), c
     for nxt in res["next"]:
         assert nxt.get("error", {}).get("args", [None])[0] == 2006, res["next"]
@@ -301,7 +304,7 @@ def test_psycopg2_timeout_never_returns_a_stale_result(pg_args, postgres_server,
                                      dsn=postgres_server["dsn_nossl"]))
     c = res["cancelled"]
     assert c.get("raised") == "Timeout" and c["is_timeout"], c
-    assert 0.15 <= c["after"] < 0.6, c
+    assert 0.15 <= c["after"] <= 0.2 + MARGIN, c
     first = res["next"][0]
     assert first != {"rows": [["", "first"]]}, (
         "SELECT 7 returned the cancelled query's row: %r (closed=%r)"
@@ -379,26 +382,22 @@ def test_pylibmc_concurrent_gets_through_delaying_proxy(mc_args, hub):
 
 
 @pytest.mark.parametrize("hub", HUBS)
-def test_pylibmc_shared_client_is_unsupported(mc_args, hub):
-    """One pylibmc.Client used by several greenlets at once.  pylibmc has no per-client lock
-    (like a Client shared between threads): greened, a second greenlet enters libmemcached
-    while the first is parked inside a get, and libmemcached's own consistency check fails
-    ("Assertion ptr->query_id == query_id + 1 failed") -- here the process then crashes.
-    Documented in docs/DRIVERS.md: one client per greenlet, or a pool.  What must never
-    happen is a silent success with wrong values, so the test accepts a crash or a visible
-    error, and fails on wrong values returned quietly."""
-    base = run_scenario("memcached.py", dict(mc_args, case="shared", hub=hub, patch=False))
-    assert base["results"] == base["expected"] and base["errors"] == {}, base  # serialized: fine
-
-    res = run_scenario("memcached.py", dict(mc_args, case="shared", hub=hub, patch=True),
-                       timeout=30, allow_crash=True)
-    if "crashed" in res:
-        assert "query_id" in res["_stderr"] or res["crashed"] in (6, 11), res
-        return
-    # survived: then every greenlet either got its right value or an error -- never another key's
-    for i, v in enumerate(res["results"]):
-        assert v is None and str(i) in res["errors"] or v == res["expected"][i], res
-    assert res["errors"], "a shared client worked concurrently: update docs/DRIVERS.md"
+def test_pylibmc_pool_shares_clients_safely(mc_args, hub):
+    """The safe way to share pylibmc clients between greenlets: a pool that hands each client
+    to one greenlet at a time.  8 greenlets, 4 clients, each get held 0.3 s by the proxy: two
+    waves of 4 overlapped gets, every value right.  (Using ONE client from two greenlets at
+    once is unsupported: libmemcached is re-entered and aborts or crashes the process --
+    docs/DRIVERS.md.  That is not run here: a crash is never an accepted test outcome.)"""
+    res = run_scenario("memcached.py", dict(mc_args, case="pool", hub=hub, patch=True, n=8,
+                                            size=4))
+    show("pylibmc 8 greenlets, pool of 4", res)
+    assert res["errors"] == {} and res["unfinished"] == 0, res
+    assert [r["value"] for r in res["results"]] == res["expected"], res["results"]
+    assert res["max_in_use"] == 4 and res["clients_used"] == 4, res   # the clients overlapped
+    assert all(r["after"] >= SLEEP * 0.9 for r in res["results"])     # each went through the proxy
+    # two waves of 0.3 s; one more serialized get would add 0.3 s
+    assert 2 * SLEEP * 0.95 <= res["elapsed"] <= 2 * SLEEP + MARGIN, res["elapsed"]
+    assert res["ticks"] >= MIN_TICKS, res["ticks"]
 
 
 @pytest.mark.parametrize("hub", HUBS)
@@ -410,7 +409,7 @@ def test_pylibmc_timeout_then_client_still_correct(mc_args, hub):
                                             timeout=0.1))
     c = res["cancelled"]
     assert c.get("raised") == "Timeout" and c["is_timeout"], c
-    assert 0.05 <= c["after"] < 0.5, c
+    assert 0.05 <= c["after"] <= 0.1 + MARGIN, c
     assert res["next"] == ["B", "A"], res["next"]
 
 
@@ -492,7 +491,7 @@ def test_pycurl_timeout_then_handle_still_correct(curl_args, http_server, hub):
                                        next_urls=[base + "/delay/10", base + "/bytes/5"]))
     c = res["cancelled"]
     assert c.get("raised") == "Timeout" and c["is_timeout"], c
-    assert 0.05 <= c["after"] < 0.5, c
+    assert 0.05 <= c["after"] <= 0.1 + MARGIN, c
     assert "returned" not in c, c
     assert res["next"] == ["delayed 10\n", "xxxxx"], res["next"]
 
@@ -508,7 +507,7 @@ def test_pycurl_shared_handle(curl_args, http_server, hub):
     assert res["results"][0] == "delayed 300\n", res
     assert res["results"][1] is None
     assert "perform() is currently running" in res["errors"]["1"], res["errors"]
-    assert res["elapsed"] < BOUND
+    assert res["elapsed"] <= SLEEP + MARGIN, res["elapsed"]      # one 0.3 s request
 
 
 class _DelayServer(ThreadingHTTPServer):

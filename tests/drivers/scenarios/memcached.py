@@ -3,8 +3,9 @@
 cases:
   concurrent   store n values directly, then n greenlets, each its own client on the delaying
                proxy (``proxy_servers``), get one value each
-  shared       four greenlets get two keys through ONE client on the proxy (unsupported: see
-               docs/DRIVERS.md; greened, libmemcached asserts and the process crashes)
+  pool         n greenlets share ``size`` clients on the proxy through a pool that hands each
+               client to one greenlet at a time (the safe way to share clients; using one
+               client from two greenlets at once is unsupported: see docs/DRIVERS.md)
   timeout      Timeout(0.1) around ``seen.append(mc.get(k))`` through the proxy; then more
                gets on the same client
 """
@@ -47,23 +48,38 @@ def main():
 
         out.update(_common.run_concurrent(hub, n, one))
 
-    elif a["case"] == "shared":
+    elif a["case"] == "pool":
+        n, size = a.get("n", 8), a.get("size", 4)
         tag = uuid.uuid4().hex[:12]
+        keys = ["greenhook-pool-%s-%d" % (tag, i) for i in range(n)]
         direct = pylibmc.Client(a["servers"])
-        direct.set("sa-" + tag, b"A")
-        direct.set("sb-" + tag, b"B")
+        for i, k in enumerate(keys):
+            direct.set(k, ("pooled-%d-%s" % (i, tag)).encode())
         direct.disconnect_all()
-        mc = pylibmc.Client(a["proxy_servers"])
-        keys = ["sa", "sb", "sa", "sb"]
-        sys.stdout.write("shared client: starting\n")
-        sys.stdout.flush()
+        out["expected"] = ["pooled-%d-%s" % (i, tag) for i in range(n)]
+        idle = [pylibmc.Client(a["proxy_servers"]) for _ in range(size)]
+        in_use = {"now": 0, "max": 0, "clients": set()}
 
         def one(i):
-            v = mc.get("%s-%s" % (keys[i], tag))
-            return v.decode() if v is not None else None
+            while not idle:              # every client is busy: wait greenly for one
+                hub.sleep(0.002)
+            mc = idle.pop()              # no switch between the check and the pop
+            in_use["now"] += 1
+            in_use["max"] = max(in_use["max"], in_use["now"])
+            in_use["clients"].add(id(mc))
+            t0 = time.monotonic()
+            try:
+                v = mc.get(keys[i])
+            finally:
+                in_use["now"] -= 1
+                idle.append(mc)
+            return {"value": v.decode() if v is not None else None,
+                    "after": round(time.monotonic() - t0, 4)}
 
-        out.update(_common.run_concurrent(hub, len(keys), one))
-        out["expected"] = ["A", "B", "A", "B"]
+        out.update(_common.run_concurrent(hub, n, one))
+        out["max_in_use"], out["clients_used"] = in_use["max"], len(in_use["clients"])
+        for mc in idle:
+            mc.disconnect_all()
 
     elif a["case"] == "timeout":
         tag = uuid.uuid4().hex[:12]
