@@ -151,3 +151,12 @@ def test_signal_handler_while_parked(hub):
     r, err = run("signal_while_parked", hub, patched=False)
     (res, e, data), elapsed, ticks = r["res"]
     assert (res, e) == (-1, errno.EINTR) and r["handler_ran"] == 1, r
+
+
+def test_errno_is_left_alone_by_a_call_that_succeeds_after_waiting(hub):
+    r, err = run("errno_after_wait", hub)
+    clean(err)
+    for key, value in r.items():
+        res, elapsed, ticks = value
+        assert res[0] >= 0 and res[1] == 0, (key, r)     # errno as the call found it
+        assert elapsed >= 0.08 and ticks >= 5, (key, r)  # it really waited greenly

@@ -51,6 +51,14 @@ PLAIN_NOT_PASSING = {
         ("skipped", "needs SQLAlchemy >= 2.0, which is not installed"),
 }
 
+#: (driver, test id) -> why: tests whose outcome depends on the machine's load, by their own
+#: authors' account; run and recorded, but not compared.  Mirrored in docs/DRIVERS.md.
+TIMING_DEPENDENT = {
+    ("psycopg2", "tests.test_async.AsyncTests.test_flush_on_write"):
+        "warns (an error under the suite's warnings filter) when the kernel's buffers take a "
+        "50 MB query without blocking -- 'a testing glitch ... on high load', says the test",
+}
+
 #: a sanity floor: the suites really ran (passing plain, here: 691, 182, 38)
 MIN_PASSED = {"psycopg2": 650, "mysqlclient": 170, "pylibmc": 35}
 #: and greened runs really parked on the hub (measured: ~8,500, ~1,050, ~510)
@@ -119,7 +127,8 @@ def test_upstream_suite_plain(driver, suites, services, workdir, request):
     passed = sum(1 for o in res["outcomes"].values() if o == "passed")
     assert passed >= MIN_PASSED[driver], upstream.counts(res["outcomes"])
     not_passing = {tid: o for tid, o in res["outcomes"].items()
-                   if o not in ("passed", "skipped", "xfailed")}
+                   if o not in ("passed", "skipped", "xfailed")
+                   and (driver, tid) not in TIMING_DEPENDENT}
     not_passing.update({tid: o for tid, o in res["outcomes"].items()
                         if (driver, tid) in PLAIN_NOT_PASSING})
     expected = {tid: why[0] for (d, tid), why in PLAIN_NOT_PASSING.items() if d == driver}
@@ -143,7 +152,8 @@ def test_upstream_suite_greened(driver, hub, suites, services, workdir, request)
     # the same tests ran
     assert set(green["outcomes"]) == set(plain["outcomes"]), (
         sorted(set(green["outcomes"]) ^ set(plain["outcomes"]))[:20])
-    diff = upstream.differences(plain["outcomes"], green["outcomes"])
+    diff = {tid: d for tid, d in upstream.differences(plain["outcomes"], green["outcomes"]).items()
+            if (driver, tid) not in TIMING_DEPENDENT}
     listed = {tid for (d, tid), (hubs, why) in KNOWN_DIFFERENCES.items()
               if d == driver and hub in hubs}
     unlisted = sorted(set(diff) - listed)

@@ -15,7 +15,7 @@ import threading
 import time
 
 import greenhook
-from ghscen import (Ticker, c_recv, ccall, import_extension, in_thread_after, now, recording,
+from ghscen import (POLLIN, Ticker, c_poll, c_recv, ccall, import_extension, in_thread_after, now, recording,
                     report, setup, tcp_pair, unix_pair)
 
 MSG_PEEK, MSG_WAITALL, MSG_ERRQUEUE, MSG_OOB = 0x2, 0x100, 0x2000, 0x1
@@ -235,6 +235,36 @@ def case_huge_timeouts(H, lib):
             return ccall(lib.ghs_nanosleep, ctypes.byref(ts), ctypes.byref(rem))
         return "timeout"
     report(select=select_res, nanosleep=measured(H, nap))
+
+
+# --- errno on success ---------------------------------------------------------------------------
+
+def case_errno_after_wait(H, lib):
+    """A call that succeeds after a green wait leaves errno as it found it (0 here: ccall
+    clears it), as the real call does -- not EAGAIN from the first try, nor whatever the hub's
+    own syscalls left (gevent: EEXIST from epoll_ctl)."""
+    out = {}
+    a, b = unix_pair()
+    fd = b.fileno()
+    send = lambda data: (lambda: in_thread_after(0.1, a.send, data))
+    out["recv"] = measured(H, lambda: c_recv(lib, fd, 8), send(b"1"))
+    out["read"] = measured(H, lambda: c_recv(lib, fd, 8, fn="ghs_read"), send(b"2"))
+    out["recv_waitall"] = measured(H, lambda: c_recv(lib, fd, 2, MSG_WAITALL), send(b"34"))
+    out["poll"] = measured(H, lambda: c_poll(lib, [(fd, POLLIN)], 2000), send(b"5"))
+    c_recv(lib, fd, 8)
+    out["poll_timeout"] = measured(H, lambda: c_poll(lib, [(fd, POLLIN)], 100))
+
+    def sel():
+        rd = (ctypes.c_ulong * 16)()
+        rd[fd // 64] |= 1 << (fd % 64)
+        tv = timeval(2, 0)
+        return ccall(lib.ghs_select, fd + 1, rd, None, None, ctypes.byref(tv))
+    out["select"] = measured(H, sel, send(b"6"))
+    c_recv(lib, fd, 8)
+    ts = timespec(0, 100000000)
+    out["nanosleep"] = measured(H, lambda: ccall(lib.ghs_nanosleep, ctypes.byref(ts), None))
+    out["usleep"] = measured(H, lambda: ccall(lib.ghs_usleep, 100000))
+    report(**out)
 
 
 # --- signals ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadline,
                const sigset_t *mask, bint is_ppoll) noexcept nogil:
     """Slow path of poll/ppoll after a zero-timeout probe found nothing ready."""
-    cdef int r, rc, spurious = 0
+    cdef int r, rc, spurious = 0, e0 = gh_get_errno()
     cdef timespec zero, left
     zero.tv_sec = 0
     zero.tv_nsec = 0
@@ -35,9 +35,11 @@ cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadli
         if r != 0:
             if r > 0:
                 t.counters[sym].green += 1
+                gh_set_errno(e0)    # the hub's syscalls changed it; poll leaves it on success
             return r
         if deadline >= 0 and gh_now_ns() >= deadline:
             t.counters[sym].timeouts += 1
+            gh_set_errno(e0)
             return 0  # never earlier than asked
         spurious += 1
 
@@ -45,6 +47,7 @@ cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadli
 cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_set *ex,
                  int64_t deadline, const sigset_t *mask, bint is_pselect) noexcept nogil:
     """select/pselect after a zero-timeout probe found nothing ready (the sets were restored)."""
+    cdef int e0 = gh_get_errno()
     cdef fd_set srd, swr, sex
     cdef pollfd stackfds[64]
     cdef pollfd *fds = stackfds
@@ -119,6 +122,8 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
     if r == -2:
         gh_set_errno(ETIMEDOUT)
         return -1
+    if r >= 0 and rc != GH_BLOCK:
+        gh_set_errno(e0)    # the hub's syscalls changed it; select leaves it on success
     return r
 
 

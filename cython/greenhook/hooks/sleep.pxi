@@ -4,12 +4,13 @@
 
 cdef int _sleep_until(gh_thread_t *t, int sym, int64_t deadline) noexcept nogil:
     """Green sleep until ``deadline``: GH_TIMEDOUT when done, GH_CANCELLED or GH_BLOCK."""
-    cdef int rc
+    cdef int rc, e0 = gh_get_errno()
     while True:
         rc = gh_wait(t, NULL, 0, deadline, sym)
         if rc != GH_TIMEDOUT:
             return rc
         if deadline >= 0 and gh_now_ns() >= deadline:
+            gh_set_errno(e0)    # a completed sleep leaves errno alone
             return GH_TIMEDOUT
 
 

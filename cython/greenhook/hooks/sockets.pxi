@@ -9,6 +9,7 @@
 
 cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int flags,
                    sockaddr *addr, socklen_t *alen, bint from_read) noexcept nogil:
+    cdef int e0 = gh_get_errno()
     cdef ssize_t r, got = 0
     cdef int64_t deadline = GH_UNSET
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1
@@ -25,9 +26,9 @@ cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int fla
             # MSG_WAITALL waits for the rest on a stream only; a datagram is one message.
             if (flags & MSG_WAITALL) and <size_t>got < n and dontwait and _is_stream(fd, &stream):
                 continue
-            return _done(t, sym, how, got)
+            return _done(t, sym, how, got, e0)
         if r == 0:
-            return _done(t, sym, how, got)
+            return _done(t, sym, how, got, e0)
         e = gh_get_errno()
         if e == ENOTSOCK and from_read:
             t.counters[sym].passthrough += 1
@@ -44,6 +45,7 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
     """MSG_PEEK|MSG_WAITALL: the kernel waits until ``n`` bytes can be peeked from the start of
     the queue (or EOF, an error, the socket's timeout).  Readiness cannot tell "more data than
     before", so after a partial peek the greenlet naps (1 ms doubling to 64 ms) and peeks again."""
+    cdef int e0 = gh_get_errno()
     cdef ssize_t r
     cdef int64_t deadline = GH_UNSET
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1, naps = 0, fl
@@ -56,13 +58,13 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
             _unblocked(t)
         if r >= 0:
             if r == 0 or <size_t>r >= n or not dontwait or not _is_stream(fd, &stream):
-                return _done(t, sym, how, r)
+                return _done(t, sym, how, r, e0)
             # A partial peek: the kernel returns it at EOF or on an error, else keeps waiting.
             p.fd = fd
             p.events = POLLRDHUP
             p.revents = 0
             if real_poll(&p, 1, 0) < 0 or (p.revents & (POLLRDHUP | POLLHUP | POLLERR)):
-                return _done(t, sym, how, r)
+                return _done(t, sym, how, r, e0)
             if deadline == GH_UNSET:
                 fl = fcntl(fd, F_GETFL)
                 if fl >= 0 and (fl & O_NONBLOCK):
@@ -92,6 +94,7 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
 
 
 cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, bint from_readv) noexcept nogil:
+    cdef int e0 = gh_get_errno()
     # MSG_WAITALL is passed to the kernel but a partial result is returned as is (see README).
     cdef ssize_t r
     cdef int64_t deadline = GH_UNSET
@@ -103,7 +106,7 @@ cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, b
         if not dontwait:
             _unblocked(t)
         if r >= 0:
-            return _done(t, sym, how, r)
+            return _done(t, sym, how, r, e0)
         e = gh_get_errno()
         if e == ENOTSOCK and from_readv:
             t.counters[sym].passthrough += 1
@@ -119,6 +122,7 @@ cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, b
 
 cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, int flags,
                    const sockaddr *addr, socklen_t alen, bint from_write) noexcept nogil:
+    cdef int e0 = gh_get_errno()
     cdef ssize_t r, sent = 0
     cdef int64_t deadline = GH_UNSET
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT
@@ -131,7 +135,7 @@ cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, i
         if r >= 0:
             sent += r
             if <size_t>sent >= n or not dontwait:
-                return _done(t, sym, how, sent)
+                return _done(t, sym, how, sent, e0)
             continue
         e = gh_get_errno()
         if e == ENOTSOCK and from_write:
@@ -152,6 +156,7 @@ cdef size_t _iov_total(const iovec *iov, size_t cnt) noexcept nogil:
 
 
 cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int flags, bint from_writev) noexcept nogil:
+    cdef int e0 = gh_get_errno()
     cdef ssize_t r, sent = 0
     cdef size_t total = _iov_total(msg.msg_iov, msg.msg_iovlen)
     cdef int64_t deadline = GH_UNSET
@@ -170,12 +175,12 @@ cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int fl
             sent += r
             if <size_t>sent >= total or not dontwait:
                 free(iov)
-                return _done(t, sym, how, sent)
+                return _done(t, sym, how, sent, e0)
             # Partial: continue with the rest of the data; ancillary data went with the first part.
             if iov == NULL:
                 iov = <iovec *>malloc(msg.msg_iovlen * sizeof(iovec))
                 if iov == NULL:
-                    return _done(t, sym, how, sent)
+                    return _done(t, sym, how, sent, e0)
                 memcpy(iov, msg.msg_iov, msg.msg_iovlen * sizeof(iovec))
                 m.msg_iov = iov
             skip = <size_t>r
@@ -207,7 +212,7 @@ cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int fl
 #     of the same greenlet (never across a wait), so no other greenlet can observe it ----------
 
 cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) noexcept nogil:
-    cdef int fl, r, e, rc, err
+    cdef int fl, r, e, rc, err, e0 = gh_get_errno()
     cdef socklen_t el = sizeof(int)
     cdef int64_t deadline = GH_UNSET
     cdef pollfd p
@@ -242,6 +247,7 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
             if err:
                 gh_set_errno(err)
                 return -1
+            gh_set_errno(e0)
             return 0
         if rc == GH_BLOCK:
             _blocking(t, GH_SYM_CONNECT)
@@ -258,6 +264,7 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
             if err:
                 gh_set_errno(err)
                 return -1
+            gh_set_errno(e0)
             return 0
         if rc == GH_CANCELLED:
             t.counters[GH_SYM_CONNECT].cancelled += 1
@@ -305,6 +312,7 @@ cdef inline int _accept_call(int fd, sockaddr *addr, socklen_t *alen, int flags,
 
 
 cdef int _accept(gh_thread_t *t, int sym, int fd, sockaddr *addr, socklen_t *alen, int flags, bint four) noexcept nogil:
+    cdef int e0 = gh_get_errno()
     cdef int fl, r, e, rc, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT
     cdef int64_t deadline = GH_UNSET
     fl = fcntl(fd, F_GETFL)
@@ -323,7 +331,7 @@ cdef int _accept(gh_thread_t *t, int sym, int fd, sockaddr *addr, socklen_t *ale
             e = gh_get_errno()
             _unblocked(t)
         if r >= 0:
-            return <int>_done(t, sym, how, r)
+            return <int>_done(t, sym, how, r, e0)
         if not _would_block(e):
             return <int>_error(t, sym, how, 0, e)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)

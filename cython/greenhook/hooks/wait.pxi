@@ -215,17 +215,22 @@ cdef inline void _blocking(gh_thread_t *t, int sym) noexcept nogil:
     _in_flight(t, sym)
 
 
-cdef inline ssize_t _done(gh_thread_t *t, int sym, int how, ssize_t result) noexcept nogil:
+cdef inline ssize_t _done(gh_thread_t *t, int sym, int how, ssize_t result, int e0) noexcept nogil:
+    """The call succeeded.  After a wait, errno is put back to ``e0`` (its value when the call
+    began): the try that said EAGAIN and the hub's own syscalls changed it, and the real call
+    leaves errno alone on success."""
     if how == GH_HOW_FAST:
         t.counters[sym].fast += 1
-    elif how == GH_HOW_GREEN:
+        return result
+    if how == GH_HOW_GREEN:
         t.counters[sym].green += 1
+    gh_set_errno(e0)
     return result
 
 
 cdef inline ssize_t _error(gh_thread_t *t, int sym, int how, ssize_t progress, int e) noexcept nogil:
     """The call failed with ``e``: after partial progress the count is the answer."""
-    _done(t, sym, how, 0)
+    _done(t, sym, how, 0, e)
     if progress > 0:
         return progress
     gh_set_errno(e)
