@@ -124,8 +124,14 @@ def run_checked(code_or_path, timeout=60, env=None, args=()):
     where = "--- stdout\n%s\n--- stderr\n%s" % (out, err)
     assert rc == 0, "scenario exited with status %s\n%s" % (rc, where)
     assert "Traceback" not in err and "Exception ignored" not in err, where
+    return scenario_results(out)
+
+
+def scenario_results(stdout):
+    """The values a scenario handed back (``GHRESULT {json}`` lines: the one result protocol
+    of every scenario, ``ghscen.report``), merged."""
     results = {}
-    for line in out.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("GHRESULT "):
             results.update(json.loads(line[len("GHRESULT "):]))
     return results

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from greenhook_test_support import skip_or_fail
+
 from greenhook import _symbols, audit as audit_mod
 from greenhook._elffile import MalformedELF, UnsupportedELF, read_elf
 from greenhook.audit import audit, main
@@ -31,13 +33,6 @@ HAVE_READELF = shutil.which("readelf") is not None
 needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler (cc)")
 needs_readelf = pytest.mark.skipif(not HAVE_READELF, reason="readelf (binutils) not installed")
 supported_machine = pytest.mark.skipif(DATA_PTR is None, reason="x86_64/aarch64 only")
-
-
-def skip_or_fail(reason):
-    """Skip locally; under CI=true a missing prerequisite is a failure, not a skip."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true and " + reason)
-    pytest.skip(reason)
 
 
 def find_system_library(soname):
@@ -134,7 +129,7 @@ def cc(workdir, output, source, *flags):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     if not HAVE_CC:
-        pytest.skip("no C compiler (cc)")
+        skip_or_fail("no C compiler (cc)")
     d = str(tmp_path_factory.mktemp("audit_fixtures"))
     shared = ["-shared", "-fPIC", "-O0"]
 
@@ -160,7 +155,7 @@ def static_exe(built):
     try:
         return cc(built["dir"], os.path.join(built["dir"], "static_exe"), STATIC_EXE, "-static")
     except RuntimeError as e:
-        pytest.skip("cannot link statically here (no libc.a?): %s" % e)
+        skip_or_fail("cannot link statically here (no libc.a?): %s" % e)
 
 
 def the_only(libs):
@@ -329,7 +324,7 @@ def test_fortify_twin_is_greened(built):
     lib = the_only(audit(built["fortify"]))
     chk = lib.import_named("__recv_chk")
     if chk is None:
-        pytest.skip("this compiler did not emit __recv_chk (imports: %s)"
+        skip_or_fail("this compiler did not emit __recv_chk (imports: %s)"
                     % [i.symbol for i in lib.imports])
     assert chk.verdict == "greened"
 
@@ -347,7 +342,7 @@ def test_static_pie_executable(built):
         exe = cc(built["dir"], os.path.join(built["dir"], "static_pie"), STATIC_EXE,
                  "-static-pie")
     except RuntimeError as e:
-        pytest.skip("toolchain cannot build -static-pie: %s" % e)
+        skip_or_fail("toolchain cannot build -static-pie: %s" % e)
     elf = read_elf(exe)
     assert elf.dynamic and elf.static
     assert audit(exe)[0].summary.startswith("not greenable")
@@ -459,7 +454,7 @@ def test_module_target_follows_bundled_libs(tmp_path, monkeypatch):
     """Like a wheel: pkg.libs/libhelper-<hash>.so.1 found through the extension's RPATH."""
     include = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(include, "Python.h")):
-        pytest.skip("Python.h not available")
+        skip_or_fail("Python.h not available")
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     name = "gh_audit_ext_%d" % os.getpid()
     root = str(tmp_path)
@@ -641,7 +636,7 @@ def test_cli_json(capsys):
                                   ["/etc/hostname"], ["--bogus", "x"], []])
 def test_cli_bad_input(capsys, argv):
     if argv == ["/etc/hostname"] and not os.path.exists("/etc/hostname"):
-        pytest.skip("no /etc/hostname")
+        skip_or_fail("no /etc/hostname")
     rc, out, err = run_main(capsys, *argv)
     assert rc == 2
     assert out == ""

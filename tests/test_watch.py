@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
+from greenhook_test_support import skip_or_fail
+
 if not sys.platform.startswith("linux"):
-    pytest.skip("greenhook patches ELF objects on Linux only", allow_module_level=True)
+    skip_or_fail("greenhook patches ELF objects on Linux only", allow_module_level=True)
 
 from greenhook.samples.server import DelayServer  # noqa: E402
 
@@ -241,7 +243,10 @@ def test_idle_builtin_loop_still_exits_and_stop_cancels_the_beat():
 
 
 def test_gevent_loop_still_exits():
-    gevent = pytest.importorskip("gevent")
+    try:
+        import gevent
+    except ImportError:
+        skip_or_fail("gevent is not installed")
     from greenhook._watch import watch
 
     def body():
