@@ -111,6 +111,10 @@ cdef enum:
 # the kernel itself treats such timeouts as infinite.
 cdef int64_t GH_FOREVER_SEC = 1 << 32
 
+# Linux's MAX_RW_COUNT (INT_MAX rounded down to a page): read/write of more is answered by
+# the kernel's own checks first.
+cdef size_t GH_MAX_RW = 0x7ffff000
+
 # errno a cancelled call returns.  Not EINTR: libpq and others retry EINTR forever.
 CANCEL_ERRNO = ETIMEDOUT
 

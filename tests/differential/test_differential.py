@@ -71,25 +71,6 @@ def _sigmask_probes_only(case, plain, green, twin):
             and set(runner.differences(plain, green)) == {"waited_full"})
 
 
-def _hexbody(shown):
-    return shown.split(" ", 1)[0] if isinstance(shown, str) else None
-
-
-def _recvmsg_waitall_partial(case, plain, green, twin):
-    """recvmsg(MSG_WAITALL) on a stream returns what one successful receive got: a prefix of
-    what the kernel collects."""
-    if case["call"] != "recvmsg" or "WAITALL" not in case.get("flags", "") or \
-            case["ep"] not in cases.STREAM:
-        return False
-    pr, gr = plain.get("ret"), green.get("ret")
-    if not (isinstance(pr, int) and isinstance(gr, int) and 0 < gr < pr):
-        return False
-    pb, gb = _hexbody(plain.get("buf")), _hexbody(green.get("buf"))
-    return (pb is not None and gb is not None and pb.startswith(gb) and len(gb) == 2 * gr
-            and set(runner.differences(plain, green)) <= {"ret", "buf", "rest", "returned",
-                                                          "not_early"})
-
-
 INTENTIONAL = [
     Intentional(
         "signal handlers do not interrupt a parked call (no EINTR)",
@@ -105,11 +86,6 @@ INTENTIONAL = [
         "(the hub's thread keeps its own mask): a signal the mask would let through is "
         "delivered at the final probe, after the timeout, instead of at once.",
         ("signal mask", "ppoll", "pselect"), _sigmask_probes_only),
-    Intentional(
-        "recvmsg(MSG_WAITALL) returns a partial result",
-        "recvmsg is not re-assembled across waits (its iovecs, ancillary data and msg_flags "
-        "would have to be merged); it returns what one receive got.",
-        ("recvmsg(MSG_WAITALL)", "partial"), _recvmsg_waitall_partial),
 ]
 
 

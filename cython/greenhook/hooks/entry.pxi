@@ -31,6 +31,11 @@ cdef ssize_t gh_read(int fd, void *buf, size_t n) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_READ)
         return real_read(fd, buf, n)
+    if n == 0 or n > GH_MAX_RW:
+        # The kernel answers these before the socket is asked (0 at once; EFAULT unless the
+        # whole huge range is mapped): the real call, never a recv that would consume data.
+        t.counters[GH_SYM_READ].passthrough += 1
+        return real_read(fd, buf, n)
     return _recv(t, GH_SYM_READ, fd, <char *>buf, n, 0, NULL, NULL, True)
 
 
@@ -39,14 +44,19 @@ cdef ssize_t gh_write(int fd, const void *buf, size_t n) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_WRITE)
         return real_write(fd, buf, n)
+    if n == 0 or n > GH_MAX_RW:
+        t.counters[GH_SYM_WRITE].passthrough += 1
+        return real_write(fd, buf, n)
     return _send(t, GH_SYM_WRITE, fd, <const char *>buf, n, 0, NULL, 0, True)
 
 
 cdef ssize_t gh_readv(int fd, const iovec *iov, int cnt) noexcept nogil:
     cdef gh_thread_t *t = gh_self()
     cdef msghdr m
-    if t == NULL or cnt < 0 or cnt > IOV_MAX:
-        # Out-of-range vector counts: the kernel's EINVAL, from the real call.
+    if t == NULL or cnt < 0 or cnt > IOV_MAX or (cnt > 0 and iov == NULL) \
+            or _iov_total(iov, <size_t>cnt) == 0:
+        # The kernel answers these itself: EINVAL for out-of-range counts, EFAULT for a NULL
+        # vector, 0 at once for zero bytes (before the socket is asked: no empty datagram).
         if t == NULL:
             gh_count_unbound(GH_SYM_READV)
         else:
@@ -65,8 +75,10 @@ cdef ssize_t gh_readv(int fd, const iovec *iov, int cnt) noexcept nogil:
 cdef ssize_t gh_writev(int fd, const iovec *iov, int cnt) noexcept nogil:
     cdef gh_thread_t *t = gh_self()
     cdef msghdr m
-    if t == NULL or cnt < 0 or cnt > IOV_MAX:
-        # Out-of-range vector counts: the kernel's EINVAL, from the real call.
+    if t == NULL or cnt < 0 or cnt > IOV_MAX or (cnt > 0 and iov == NULL) \
+            or _iov_total(iov, <size_t>cnt) == 0:
+        # The kernel answers these itself: EINVAL for out-of-range counts, EFAULT for a NULL
+        # vector, 0 at once for zero bytes (before the socket is asked: no empty datagram).
         if t == NULL:
             gh_count_unbound(GH_SYM_WRITEV)
         else:
@@ -135,9 +147,9 @@ cdef ssize_t gh_recvmsg(int fd, msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_RECVMSG)
         return real_recvmsg(fd, msg, flags)
-    if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB):
+    if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB) or msg == NULL:
         # The kernel answers these without waiting (the error queue and urgent data never
-        # block; EAGAIN/EINVAL come back as they are).
+        # block; EAGAIN/EINVAL/EFAULT come back as they are).
         t.counters[GH_SYM_RECVMSG].passthrough += 1
         return real_recvmsg(fd, msg, flags)
     return _recvmsg(t, GH_SYM_RECVMSG, fd, msg, flags, False)
@@ -148,7 +160,7 @@ cdef ssize_t gh_sendmsg(int fd, const msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_SENDMSG)
         return real_sendmsg(fd, msg, flags)
-    if flags & MSG_DONTWAIT:
+    if flags & MSG_DONTWAIT or msg == NULL:
         t.counters[GH_SYM_SENDMSG].passthrough += 1
         return real_sendmsg(fd, msg, flags)
     return _sendmsg(t, GH_SYM_SENDMSG, fd, msg, flags, False)

@@ -33,8 +33,8 @@ cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadli
         # Ready or timed out: the answer comes from a final non-blocking probe.
         r = real_ppoll(fds, nfds, &zero, mask) if is_ppoll else real_poll(fds, nfds, 0)
         if r != 0:
+            t.counters[sym].green += 1
             if r > 0:
-                t.counters[sym].green += 1
                 gh_set_errno(e0)    # the hub's syscalls changed it; poll leaves it on success
             return r
         if deadline >= 0 and gh_now_ns() >= deadline:
@@ -103,8 +103,7 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
         ztv.tv_usec = 0
         r = real_pselect(nfds, rd, wr, ex, &zts, mask) if is_pselect else real_select(nfds, rd, wr, ex, &ztv)
         if r != 0:
-            if r > 0:
-                t.counters[sym].green += 1
+            t.counters[sym].green += 1
             break
         if deadline >= 0 and gh_now_ns() >= deadline:
             t.counters[sym].timeouts += 1

@@ -5,6 +5,15 @@
 # switch); finish through _done/_error/_fail.  Flags the kernel answers without ever waiting
 # (MSG_DONTWAIT, MSG_ERRQUEUE, MSG_OOB) never get here: the entry points pass them through.
 
+cdef size_t _iov_total(const iovec *iov, size_t cnt) noexcept nogil:
+    cdef size_t i, total = 0
+    if iov == NULL:
+        return 0
+    for i in range(cnt):
+        total += iov[i].iov_len
+    return total
+
+
 # --- receive family -------------------------------------------------------------------------
 
 cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int flags,
@@ -24,7 +33,7 @@ cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int fla
         if r > 0:
             got += r
             # MSG_WAITALL waits for the rest on a stream only; a datagram is one message.
-            if (flags & MSG_WAITALL) and <size_t>got < n and dontwait and _is_stream(fd, &stream):
+            if (flags & MSG_WAITALL) and <size_t>got < n and dontwait and _waitall_goes_on(fd, &stream):
                 continue
             return _done(t, sym, how, got, e0)
         if r == 0:
@@ -40,16 +49,53 @@ cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int fla
             return _fail(t, sym, rc, got)
 
 
+cdef int _peek_more(gh_thread_t *t, int sym, int fd, ssize_t r, size_t n, int64_t *deadline,
+                    int *naps, int *how, int *dontwait, int *stream) noexcept nogil:
+    """A MSG_PEEK|MSG_WAITALL read peeked ``r`` of ``n`` bytes.  The kernel returns that at
+    once on AF_UNIX, at EOF, on an error, on an O_NONBLOCK fd, or when the socket's timeout
+    has passed; on TCP it waits for the whole length.  Readiness cannot say "more data than
+    before", so the greenlet naps (1 ms doubling to 64 ms) before peeking again.
+    GH_READY: peek again; GH_CANCELLED: fail; anything else: return the partial peek."""
+    cdef int rc, fl
+    if r == 0 or <size_t>r >= n or not dontwait[0] or not _waitall_goes_on(fd, stream) \
+            or _sock_domain(fd) == AF_UNIX or _peer_done(fd):
+        return GH_TIMEDOUT
+    if deadline[0] == GH_UNSET:
+        fl = fcntl(fd, F_GETFL)
+        if fl >= 0 and (fl & O_NONBLOCK):
+            return GH_NONBLOCKING
+        deadline[0] = _sock_deadline(fd, SO_RCVTIMEO)
+    if deadline[0] >= 0 and gh_now_ns() >= deadline[0]:
+        return GH_TIMEDOUT
+    naps[0] += 1
+    rc = gh_wait(t, NULL, 0, _nap_until(deadline[0], naps[0] + 3), sym)
+    if rc == GH_BLOCK:
+        t.counters[sym].blocked += 1
+        how[0] = GH_HOW_BLOCKED
+        dontwait[0] = 0
+        return GH_READY
+    if rc == GH_CANCELLED:
+        return rc
+    how[0] = GH_HOW_GREEN
+    return GH_READY
+
+
+cdef bint _peer_done(int fd) noexcept nogil:
+    """The peer shut its side down (EOF after what is queued)."""
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLRDHUP
+    p.revents = 0
+    return real_poll(&p, 1, 0) < 0 or (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0
+
+
 cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int flags,
                             sockaddr *addr, socklen_t *alen) noexcept nogil:
-    """MSG_PEEK|MSG_WAITALL: the kernel waits until ``n`` bytes can be peeked from the start of
-    the queue (or EOF, an error, the socket's timeout).  Readiness cannot tell "more data than
-    before", so after a partial peek the greenlet naps (1 ms doubling to 64 ms) and peeks again."""
+    """MSG_PEEK|MSG_WAITALL (see _peek_more)."""
     cdef int e0 = gh_get_errno()
     cdef ssize_t r
     cdef int64_t deadline = GH_UNSET
-    cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1, naps = 0, fl
-    cdef pollfd p
+    cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1, naps = 0
     while True:
         if not dontwait:
             _in_flight(t, sym)
@@ -57,34 +103,15 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
         if not dontwait:
             _unblocked(t)
         if r >= 0:
-            if r == 0 or <size_t>r >= n or not dontwait or not _is_stream(fd, &stream):
-                return _done(t, sym, how, r, e0)
-            # A partial peek: the kernel returns it at EOF or on an error, else keeps waiting.
-            p.fd = fd
-            p.events = POLLRDHUP
-            p.revents = 0
-            if real_poll(&p, 1, 0) < 0 or (p.revents & (POLLRDHUP | POLLHUP | POLLERR)):
-                return _done(t, sym, how, r, e0)
-            if deadline == GH_UNSET:
-                fl = fcntl(fd, F_GETFL)
-                if fl >= 0 and (fl & O_NONBLOCK):
-                    t.counters[sym].passthrough += 1
-                    return r
-                deadline = _sock_deadline(fd, SO_RCVTIMEO)
-            if deadline >= 0 and gh_now_ns() >= deadline:
-                t.counters[sym].timeouts += 1
-                return r
-            naps += 1
-            rc = gh_wait(t, NULL, 0, _nap_until(deadline, naps + 3), sym)
-            if rc == GH_BLOCK:
-                t.counters[sym].blocked += 1
-                how = GH_HOW_BLOCKED
-                dontwait = 0
-            elif rc == GH_CANCELLED:
+            rc = _peek_more(t, sym, fd, r, n, &deadline, &naps, &how, &dontwait, &stream)
+            if rc == GH_READY:
+                continue
+            if rc == GH_CANCELLED:
                 return _fail(t, sym, rc, 0)
-            else:
-                how = GH_HOW_GREEN
-            continue
+            if rc == GH_NONBLOCKING:
+                t.counters[sym].passthrough += 1
+                return r
+            return _done(t, sym, how, r, e0)
         e = gh_get_errno()
         if not _would_block(e):
             return _error(t, sym, how, 0, e)
@@ -94,28 +121,77 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
 
 
 cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, bint from_readv) noexcept nogil:
+    """recvmsg/readv.  MSG_WAITALL on a stream socket waits for every byte, as the kernel does:
+    the first read fills the caller's msghdr (address, ancillary data, flags); the rest is
+    read into the remaining buffer space."""
     cdef int e0 = gh_get_errno()
-    # MSG_WAITALL is passed to the kernel but a partial result is returned as is (see README).
-    cdef ssize_t r
+    cdef ssize_t r, got = 0
+    cdef size_t total = 0, skip
     cdef int64_t deadline = GH_UNSET
-    cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT
+    cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1, naps = 0
+    cdef msghdr m
+    cdef msghdr *cur = msg
+    cdef iovec *iov = NULL
     while True:
         if not dontwait:
             _in_flight(t, sym)
-        r = real_recvmsg(fd, msg, flags | dontwait)
+        r = real_recvmsg(fd, cur, flags | dontwait)
         if not dontwait:
             _unblocked(t)
-        if r >= 0:
+        if r >= 0 and (flags & (MSG_WAITALL | MSG_PEEK)) == (MSG_WAITALL | MSG_PEEK):
+            if total == 0:
+                total = _iov_total(msg.msg_iov, msg.msg_iovlen)
+            rc = _peek_more(t, sym, fd, r, total, &deadline, &naps, &how, &dontwait, &stream)
+            if rc == GH_READY:
+                continue
+            if rc == GH_CANCELLED:
+                return _fail(t, sym, rc, 0)
+            if rc == GH_NONBLOCKING:
+                t.counters[sym].passthrough += 1
+                return r
             return _done(t, sym, how, r, e0)
+        if r > 0 and (flags & MSG_WAITALL) and dontwait:
+            if cur == msg:
+                total = _iov_total(msg.msg_iov, msg.msg_iovlen)  # checked by the kernel now
+            got += r
+            if <size_t>got < total and _waitall_goes_on(fd, &stream):
+                if iov == NULL:
+                    iov = <iovec *>malloc(msg.msg_iovlen * sizeof(iovec))
+                    if iov == NULL:
+                        return _done(t, sym, how, got, e0)
+                    memcpy(iov, msg.msg_iov, msg.msg_iovlen * sizeof(iovec))
+                    memcpy(&m, msg, sizeof(msghdr))
+                    m.msg_iov = iov
+                    m.msg_name = NULL
+                    m.msg_namelen = 0
+                    m.msg_control = NULL
+                    m.msg_controllen = 0
+                    cur = &m
+                skip = <size_t>r
+                while m.msg_iovlen and skip >= m.msg_iov[0].iov_len:
+                    skip -= m.msg_iov[0].iov_len
+                    m.msg_iov += 1
+                    m.msg_iovlen -= 1
+                if m.msg_iovlen:
+                    m.msg_iov[0].iov_base = <char *>m.msg_iov[0].iov_base + skip
+                    m.msg_iov[0].iov_len -= skip
+                continue
+            free(iov)
+            return _done(t, sym, how, got, e0)
+        if r >= 0:
+            free(iov)
+            return _done(t, sym, how, got + r, e0)
         e = gh_get_errno()
         if e == ENOTSOCK and from_readv:
             t.counters[sym].passthrough += 1
             return real_readv(fd, msg.msg_iov, <int>msg.msg_iovlen)
         if not _would_block(e):
-            return _error(t, sym, how, 0, e)
+            free(iov)
+            return _error(t, sym, how, got, e)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
-            return _fail(t, sym, rc, 0)
+            free(iov)
+            return _fail(t, sym, rc, got)
 
 
 # --- send family: a blocking send on a stream socket returns only when everything is queued ---
@@ -148,17 +224,10 @@ cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, i
             return _fail(t, sym, rc, sent)
 
 
-cdef size_t _iov_total(const iovec *iov, size_t cnt) noexcept nogil:
-    cdef size_t i, total = 0
-    for i in range(cnt):
-        total += iov[i].iov_len
-    return total
-
-
 cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int flags, bint from_writev) noexcept nogil:
     cdef int e0 = gh_get_errno()
     cdef ssize_t r, sent = 0
-    cdef size_t total = _iov_total(msg.msg_iov, msg.msg_iovlen)
+    cdef size_t total = 0
     cdef int64_t deadline = GH_UNSET
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT
     cdef msghdr m
@@ -172,6 +241,8 @@ cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int fl
         if not dontwait:
             _unblocked(t)
         if r >= 0:
+            if sent == 0:
+                total = _iov_total(msg.msg_iov, msg.msg_iovlen)  # the kernel has checked it now
             sent += r
             if <size_t>sent >= total or not dontwait:
                 free(iov)
@@ -307,6 +378,14 @@ cdef int _connect_unix_retry(gh_thread_t *t, int fd, int fl, const sockaddr *add
             step *= 2
 
 
+cdef bint _listener_shut(int fd) noexcept nogil:
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLRDHUP
+    p.revents = 0
+    return real_poll(&p, 1, 0) > 0 and (p.revents & POLLRDHUP) != 0
+
+
 cdef inline int _accept_call(int fd, sockaddr *addr, socklen_t *alen, int flags, bint four) noexcept nogil:
     return real_accept4(fd, addr, alen, flags) if four else real_accept(fd, addr, alen)
 
@@ -334,6 +413,10 @@ cdef int _accept(gh_thread_t *t, int sym, int fd, sockaddr *addr, socklen_t *ale
             return <int>_done(t, sym, how, r, e0)
         if not _would_block(e):
             return <int>_error(t, sym, how, 0, e)
+        if how == GH_HOW_GREEN and _listener_shut(fd):
+            # An AF_UNIX listener shut down: non-blocking accept keeps saying EAGAIN, the
+            # blocking one the caller asked for returns EINVAL.
+            return <int>_error(t, sym, how, 0, EINVAL)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
             return <int>_fail(t, sym, rc, 0)

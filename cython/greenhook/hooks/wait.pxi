@@ -271,6 +271,34 @@ cdef inline bint _is_stream(int fd, int *cache) noexcept nogil:
     return cache[0] == 1
 
 
+cdef bint _waitall_goes_on(int fd, int *stream) noexcept nogil:
+    """After a partial MSG_WAITALL read: would the kernel keep waiting for the rest?  Only on
+    a stream socket, and not when an error is pending (the kernel returns the count and
+    leaves the error for the next call -- reading on would consume it) or when TCP reached the
+    urgent mark (it stops there).  Costs a zero-timeout poll, on this path only."""
+    cdef pollfd p
+    cdef int atmark = 0
+    if not _is_stream(fd, stream):
+        return False
+    p.fd = fd
+    p.events = POLLPRI
+    p.revents = 0
+    if real_poll(&p, 1, 0) > 0:
+        if p.revents & (POLLERR | POLLNVAL):
+            return False
+        if (p.revents & POLLPRI) and ioctl(fd, SIOCATMARK, &atmark) == 0 and atmark:
+            return False
+    return True
+
+
+cdef inline int _sock_domain(int fd) noexcept nogil:
+    cdef int domain = -1
+    cdef socklen_t dl = sizeof(int)
+    if getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0:
+        return -1
+    return domain
+
+
 cdef inline int64_t _nap_until(int64_t deadline, int spurious) noexcept nogil:
     """After repeated wakes that the probe does not confirm (the hub reports readiness poll
     does not, e.g. plain data while only POLLPRI was asked), sleep in growing naps instead of

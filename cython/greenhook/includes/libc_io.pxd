@@ -20,6 +20,9 @@ cdef extern from "unistd.h" nogil:
     int close(int fd)
     int dup3(int oldfd, int newfd, int flags)
 
+cdef extern from "sys/ioctl.h" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+
 cdef extern from "limits.h" nogil:
     enum:
         IOV_MAX
@@ -49,7 +52,7 @@ cdef extern from "sys/socket.h" nogil:
     int socketpair(int domain, int type, int protocol, int sv[2])
     enum:
         SOL_SOCKET, SO_RCVTIMEO, SO_SNDTIMEO, SO_ERROR, SO_TYPE, SOCK_STREAM, SOCK_CLOEXEC
-        SHUT_RDWR, AF_UNIX
+        SHUT_RDWR, AF_UNIX, AF_INET, AF_INET6, SO_DOMAIN, SIOCATMARK
         MSG_DONTWAIT, MSG_WAITALL, MSG_PEEK, MSG_ERRQUEUE, MSG_OOB
 
 cdef extern from "poll.h" nogil:

@@ -10,7 +10,7 @@ from greenlet import getcurrent
 from greenhook.exceptions import BackendError
 from greenhook.hub import _seconds
 
-from .base import READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
+from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
 
@@ -25,6 +25,10 @@ def _mask(events):
 #: integer milliseconds and raises OverflowError on inf or 1e300 (libev takes any double);
 #: a longer wait is made of several timers, so inf and huge values just wait.
 MAX_TIMER = 1e9
+
+#: How often a wait that asks for POLLPRI (urgent data, select's exceptfds) wakes to let the
+#: hook probe: gevent's loops cannot watch for it (see README, intentional differences).
+PRI_PROBE = 0.02
 
 
 def _check(seconds):
@@ -46,6 +50,12 @@ class GeventBackend(Backend):
         return self.wait_fds(((fd, events),), timeout)
 
     def wait_fds(self, fds, timeout):
+        if any(events & POLLPRI for _, events in fds):
+            # libev and libuv never ask epoll for EPOLLPRI: urgent data would not wake us.
+            # Wake every PRI_PROBE seconds instead; the hook probes with poll(2) and waits again.
+            if timeout is None or _check(timeout) > PRI_PROBE:
+                self._wait_fds(fds, PRI_PROBE)
+                return True
         if timeout is None:
             return self._wait_fds(fds, None)
         timeout = _check(timeout)
