@@ -114,6 +114,16 @@ class Env:
         self.events, self.sockets, self.fds, self.paths, self.after = [], [], [], [], []
         self.names = {}
         self.started = None
+        self.calling = threading.Event()  # set when the case makes its call
+
+    def call(self, fn, *args):
+        """``fn(*args)`` with errno cleared; ``(ret, errno, elapsed)``.  Helper threads start
+        counting their delays now."""
+        self.calling.set()
+        ctypes.set_errno(0)
+        t0 = now()
+        r = fn(*args)
+        return r, ctypes.get_errno(), now() - t0
 
     # -- helpers
     def later(self, delay, fn, *args, via="thread", primary=True):
@@ -122,10 +132,14 @@ class Env:
         ev = Event(delay, fn, args, primary)
         self.events.append(ev)
         if via == "greenlet" and self.hub is not None:
+            # the case's greenlet does not yield before its call parks: no need to wait
             self.hub.spawn_later(delay, ev.run)
         else:
+            calling = self.calling
+
             def body():
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                calling.wait(10)  # count from the call, not from the setup before it
                 time.sleep(delay)
                 ev.run()
             ev.thread = threading.Thread(target=body, daemon=True)
@@ -296,14 +310,6 @@ def show_bytes(data):
 def payload(n, seed=0):
     """``n`` bytes that say where they are (a repeating counter), distinct from PATTERN."""
     return bytes((i * 7 + seed) % 251 for i in range(n))
-
-
-def ccall(fn, *args):
-    """``fn(*args)`` with errno cleared; ``(ret, errno, elapsed)``."""
-    ctypes.set_errno(0)
-    t0 = now()
-    r = fn(*args)
-    return r, ctypes.get_errno(), now() - t0
 
 
 def outcome(env, ret, err, elapsed, timeout=None, long_wait=None):

@@ -55,7 +55,6 @@ from .endpoints import (
     loopback,
     ref,
     _set_nonblock,
-    ccall,
     describe_addr,
     fd_flags,
     fill,
@@ -263,13 +262,12 @@ def run_rx(env, p):
     else:
         buf, n = pattern_buffer(size), size
     if call == "read":
-        r, e, dt = ccall(lib.ghs_read, fd, buf, n)
+        r, e, dt = env.call(lib.ghs_read, fd, buf, n)
     elif call == "recv":
-        r, e, dt = ccall(lib.ghs_recv, fd, buf, n, flags)
+        r, e, dt = env.call(lib.ghs_recv, fd, buf, n, flags)
     elif call == "recvfrom":
         abuf, alen, ablen = addr_buffers(p.get("addr", "full"))
-        r, e, dt = ccall(lib.ghs_recvfrom, fd, buf, n, flags, abuf,
-                         None if alen is None else ctypes.byref(alen))
+        r, e, dt = env.call(lib.ghs_recvfrom, fd, buf, n, flags, abuf, ref(alen))
         res["namelen"] = None if alen is None else alen.value
         if abuf is not None:
             res["addr"] = describe_addr(env, abuf, ablen, None if alen is None else alen.value)
@@ -281,7 +279,7 @@ def run_rx(env, p):
             for i in range(max(cnt, 0) if cnt < (1 << 20) else 1):
                 iov[i].iov_base = None
         if call == "readv":
-            r, e, dt = ccall(lib.ghs_readv, fd, iov, cnt)
+            r, e, dt = env.call(lib.ghs_readv, fd, iov, cnt)
         else:
             nbuf, nlen, nblen = addr_buffers(p.get("addr", "full"))
             ctl = p.get("control", 0)
@@ -294,7 +292,7 @@ def run_rx(env, p):
             msg.msg_control = None if cbuf is None else ctypes.addressof(cbuf)
             msg.msg_controllen = ctl
             msg.msg_flags = 0x5A5A
-            r, e, dt = ccall(lib.ghs_recvmsg, fd, ctypes.byref(msg), flags)
+            r, e, dt = env.call(lib.ghs_recvmsg, fd, ctypes.byref(msg), flags)
             res["msg_namelen"] = msg.msg_namelen
             if nbuf is not None:
                 res["addr"] = describe_addr(env, nbuf, nblen, msg.msg_namelen)
@@ -315,7 +313,7 @@ def run_rx(env, p):
 
 # --- send family ---------------------------------------------------------------------------
 
-def start_drainer(env, ep, delay):
+def start_drainer(env, ep, delay, primary=True):
     """After ``delay``, a helper thread reads everything the peer gets.  Once the call has
     returned it goes on until the filler plus what the call reports sent has arrived (data
     corked by MSG_MORE or queued behind a closed window comes later) or 1 s passed; what it
@@ -348,7 +346,7 @@ def start_drainer(env, ep, delay):
         filler, rest = data[:ep.filled], data[ep.filled:]
         ep.drained = {"filler_ok": filler == b"f" * ep.filled, "bytes": show_bytes(rest)}
 
-    env.later(delay, drain)
+    env.later(delay, drain, primary=primary)
     env.after.append(stop.set)
 
 
@@ -373,7 +371,7 @@ def tx_state(env, ep, state, p):
             env.signal_main(SIGNAL_AT)
             start_drainer(env, ep, SIGNAL_DATA)
     elif state == "drain":          # a large send: the peer reads from the start
-        start_drainer(env, ep, 0.0)
+        start_drainer(env, ep, 0.0, primary=False)
     elif state == "peer_closed":
         ep.close_peer()
         if ep.sock is not None and ep.sock.type == socket.SOCK_STREAM:
@@ -444,12 +442,12 @@ def run_tx(env, p):
     n = len(data)
     res = {}
     if call == "write":
-        r, e, dt = ccall(lib.ghs_write, fd, buf, n)
+        r, e, dt = env.call(lib.ghs_write, fd, buf, n)
     elif call == "send":
-        r, e, dt = ccall(lib.ghs_send, fd, buf, n, flags)
+        r, e, dt = env.call(lib.ghs_send, fd, buf, n, flags)
     elif call == "sendto":
         abuf, alen = dest_addr(env, ep, p.get("addr", "none"))
-        r, e, dt = ccall(lib.ghs_sendto, fd, buf, n, flags, abuf, alen)
+        r, e, dt = env.call(lib.ghs_sendto, fd, buf, n, flags, abuf, alen)
     elif call in ("writev", "sendmsg"):
         holder = buf if buf is not None else pattern_buffer(1)
         iov, cnt, _ = iov_array(holder, n, p.get("iov", "1"))
@@ -458,9 +456,9 @@ def run_tx(env, p):
                 if i < len(iov):
                     iov[i].iov_base = None
         if call == "writev":
-            r, e, dt = ccall(lib.ghs_writev, fd, iov, cnt)
+            r, e, dt = env.call(lib.ghs_writev, fd, iov, cnt)
         elif p.get("msg") == "null":
-            r, e, dt = ccall(lib.ghs_sendmsg, fd, None, flags)
+            r, e, dt = env.call(lib.ghs_sendmsg, fd, None, flags)
         else:
             abuf, alen = dest_addr(env, ep, p.get("addr", "none"))
             msg = samples.msghdr()
@@ -471,7 +469,7 @@ def run_tx(env, p):
             cbuf = control_message(env, p.get("control", "none"))
             msg.msg_control = None if cbuf is None else ctypes.addressof(cbuf)
             msg.msg_controllen = 0 if cbuf is None else len(cbuf)
-            r, e, dt = ccall(lib.ghs_sendmsg, fd, ctypes.byref(msg), flags)
+            r, e, dt = env.call(lib.ghs_sendmsg, fd, ctypes.byref(msg), flags)
     else:
         raise ValueError(call)
     res.update(outcome(env, r, e, dt, timeout=timeout))
@@ -658,7 +656,7 @@ def run_connect(env, p):
     elif state != "blocking":
         raise ValueError("unknown connect state %r" % state)
 
-    r, e, dt = ccall(env.lib.ghs_connect, fd, abuf, alen)
+    r, e, dt = env.call(env.lib.ghs_connect, fd, abuf, alen)
     res = outcome(env, r, e, dt, timeout=timeout)
     env.finish_helpers()
     if fd == s.fileno():
@@ -734,10 +732,10 @@ def run_accept(env, p):
     abuf, alen, ablen = addr_buffers(p.get("addr", "none"))
     pa = None if alen is None else ctypes.byref(alen)
     if call == "accept4":
-        r, e, dt = ccall(env.lib.ghs_accept4, fd, abuf, pa, flag_bits(p.get("flags", "0"), {
+        r, e, dt = env.call(env.lib.ghs_accept4, fd, abuf, pa, flag_bits(p.get("flags", "0"), {
             "NONBLOCK": SOCK_NONBLOCK, "CLOEXEC": SOCK_CLOEXEC, "BAD": 0x1}))
     else:
-        r, e, dt = ccall(env.lib.ghs_accept, fd, abuf, pa)
+        r, e, dt = env.call(env.lib.ghs_accept, fd, abuf, pa)
     res = outcome(env, "fd" if r >= 0 else r, e, dt, timeout=timeout)
     if alen is not None:
         res["addrlen"] = alen.value
@@ -874,14 +872,14 @@ def run_poll(env, p):
     mask_restore = None
     if call == "poll":
         ms = {"none": -1, "zero": 0, "short": int(TIMEO * 1000), "long": 1000}[timeout]
-        r, e, dt = ccall(env.lib.ghs_poll, ptr, nfds, ms)
+        r, e, dt = env.call(env.lib.ghs_poll, ptr, nfds, ms)
     else:
         ts = {"none": None, "zero": samples.timespec(0, 0),
               "short": samples.timespec.from_seconds(TIMEO),
               "long": samples.timespec(1, 0),
               "bad_nsec": samples.timespec(0, 1000000000), "neg": samples.timespec(-1, 0)}[timeout]
         sig, mask_restore = sigmask_arg(p.get("sigmask", "none"))
-        r, e, dt = ccall(env.lib.ghs_ppoll, ptr, nfds, ref(ts), sig)
+        r, e, dt = env.call(env.lib.ghs_ppoll, ptr, nfds, ref(ts), sig)
     if mask_restore is not None:
         mask_restore()
     res = outcome(env, r, e, dt, timeout=TIMEO if timeout == "short" else None,
@@ -936,7 +934,7 @@ def run_select(env, p):
         tv = {"none": None, "zero": samples.timeval(0, 0),
               "short": samples.timeval.from_seconds(TIMEO), "long": samples.timeval(1, 0),
               "bad_usec": samples.timeval(0, 1000000), "neg": samples.timeval(0, -1)}[timeout]
-        r, e, dt = ccall(env.lib.ghs_select, nfds, *ptrs, None if tv is None else ctypes.byref(tv))
+        r, e, dt = env.call(env.lib.ghs_select, nfds, *ptrs, ref(tv))
         left = None if tv is None else tv.tv_sec + tv.tv_usec / 1e6
     else:
         ts = {"none": None, "zero": samples.timespec(0, 0),
@@ -945,7 +943,7 @@ def run_select(env, p):
               "neg": samples.timespec(-1, 0)}[timeout]
         before = None if ts is None else (ts.tv_sec, ts.tv_nsec)
         sig, mask_restore = sigmask_arg(p.get("sigmask", "none"))
-        r, e, dt = ccall(env.lib.ghs_pselect, nfds, *ptrs, ref(ts), sig)
+        r, e, dt = env.call(env.lib.ghs_pselect, nfds, *ptrs, ref(ts), sig)
         left = None
     if mask_restore is not None:
         mask_restore()
@@ -979,10 +977,10 @@ def run_sleep(env, p):
     res = {}
     expect = None
     if call == "sleep":
-        r, e, dt = ccall(lib.ghs_sleep, int(arg))
+        r, e, dt = env.call(lib.ghs_sleep, int(arg))
         res.update(outcome(env, r, e, dt, timeout=int(arg) or None))
     elif call == "usleep":
-        r, e, dt = ccall(lib.ghs_usleep, int(arg))
+        r, e, dt = env.call(lib.ghs_usleep, int(arg))
         res.update(outcome(env, r, e, dt, timeout=int(arg) / 1e6 if int(arg) else None))
     else:
         req = {"null": None, "zero": samples.timespec(0, 0),
@@ -995,7 +993,7 @@ def run_sleep(env, p):
         if arg in ("short", "long"):
             expect = req.tv_sec + req.tv_nsec / 1e9
         if call == "nanosleep":
-            r, e, dt = ccall(lib.ghs_nanosleep, None if req is None else ctypes.byref(req), remp)
+            r, e, dt = env.call(lib.ghs_nanosleep, ref(req), remp)
             res.update(outcome(env, r, e, dt, timeout=expect))
         else:
             clk = CLOCKS[p.get("clock", "MONOTONIC")]
@@ -1003,7 +1001,7 @@ def run_sleep(env, p):
             if p.get("abstime") and arg == "short":  # an absolute deadline TIMEO from now
                 t = time.clock_gettime(clk) + TIMEO
                 req = samples.timespec.from_seconds(t)
-            r, e, dt = ccall(lib.ghs_clock_nanosleep, clk, flags, ref(req), remp)
+            r, e, dt = env.call(lib.ghs_clock_nanosleep, clk, flags, ref(req), remp)
             res.update(outcome(env, r, e, dt, timeout=expect))
             res["ret"] = errno.errorcode.get(r, r) if r else 0
         if remp is not None:
