@@ -213,8 +213,8 @@ def _tx_cases():
                 yield dict(call=call, ep=kind, state="ready", size=size)
             if kind in ("tcp4", "unix_stream", "pipe"):
                 yield dict(call=call, ep=kind, state="drain", size=1 << 20)
-                yield dict(call=call, ep=kind, state="full_sndtimeo" if kind != "pipe" else "full_nonblock",
-                           size=1 << 20)
+                full = "full_sndtimeo" if kind != "pipe" else "full_nonblock"
+                yield dict(call=call, ep=kind, state=full, size=1 << 20)
             else:
                 for size in (70000, 300000):
                     yield dict(call=call, ep=kind, state="ready", size=size)
@@ -370,7 +370,8 @@ def _select_cases():
                 yield dict(call=call, fds="%s:%s" % (spec, which), timeout=timeout)
         for fds, timeout in (("empty:r,later:r", "none"), ("empty:rw,later:r", "long"),
                              ("closed:r,later:r", "none"), ("data:r,later:r", "short"),
-                             ("full:w,later:r", "long"), ("tcp_empty:rx,tcp_urgent_later:x", "none")):
+                             ("full:w,later:r", "long"),
+                             ("tcp_empty:rx,tcp_urgent_later:x", "none")):
             yield dict(call=call, fds=fds, timeout=timeout)
             yield dict(call=call, fds=fds, timeout=timeout, null_sets=True)
         for timeout in ("zero", "short"):

@@ -19,7 +19,7 @@ import traceback
 
 from greenhook import samples
 
-from . import cases, probes
+from . import cases, endpoints, probes
 
 VARIANT = "now"
 
@@ -30,7 +30,8 @@ class HubAdapter:
     def __init__(self, name):
         if name == "gevent":
             import gevent
-            self.spawn, self.sleep, self.spawn_later = gevent.spawn, gevent.sleep, gevent.spawn_later
+            self.spawn, self.sleep = gevent.spawn, gevent.sleep
+            self.spawn_later = gevent.spawn_later
             self._joinall = gevent.joinall
         else:
             from greenhook import hub
@@ -75,7 +76,7 @@ class HubAdapter:
         while not box:
             self._joinall([g], timeout=0.05)
             quiet = env.quiet_since()
-            if not box and quiet is not None and probes.now() - quiet > limit:
+            if not box and quiet is not None and endpoints.now() - quiet > limit:
                 g.kill(block=True, timeout=5)
                 return {"_outcome": "hang", "_hang_after": limit}
         ok, value = box[0]
@@ -86,18 +87,18 @@ class HubAdapter:
 
 def setup(mode):
     """Returns ``(Env, greenhook or None)``."""
-    # Grow the fd table past probes.CLOSED_FD (it never shrinks): select() ignores fds beyond
+    # Grow the fd table past CLOSED_FD (it never shrinks): select() ignores fds beyond
     # the table, and the EBADF cases need the closed fd to be inside it.
-    os.dup2(1, probes.CLOSED_FD + 9)
-    os.close(probes.CLOSED_FD + 9)
+    os.dup2(1, endpoints.CLOSED_FD + 9)
+    os.close(endpoints.CLOSED_FD + 9)
     lib = samples.ctypes_lib(VARIANT)
     if mode == "plain":
-        return probes.Env(mode, lib), None
+        return endpoints.Env(mode, lib), None
     import greenhook
     greenhook.use(mode)
     greenhook.patch_library(samples.library_path(VARIANT))
     hub = HubAdapter(mode)
-    env = probes.Env(mode, lib, hub)
+    env = endpoints.Env(mode, lib, hub)
     # Warm the hub up (its first wait creates the loop) so that no case pays for it.
     hub.run(hub.sleep, 0.001)
     return env, greenhook

@@ -18,9 +18,9 @@ patched or not) and returns a JSON-able dict:
 Keys starting with ``_`` are measurements that are not compared (elapsed time, hook counters).
 Nothing here knows whether the library is patched: the same code runs in both processes.
 """
+
 import ctypes
 import errno
-import hashlib
 import os
 import select
 import signal
@@ -30,635 +30,51 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 from greenhook import samples
 
-now = time.monotonic
-
-IOV_MAX = os.sysconf("SC_IOV_MAX")
-CLOSED_FD = 1001      # a number no case opens: the "closed fd" of every EBADF case
-DELAY = 0.04          # a "later" event happens this long after it was scheduled
-SIGNAL_AT = 0.02      # a signal interrupts the waiting call this early ...
-SIGNAL_DATA = 0.08    # ... and the data that ends the wait comes this late
-TIMEO = 0.05          # SO_RCVTIMEO / SO_SNDTIMEO / poll and select timeouts that expire
-SMALL_BUF = 16384     # SO_SNDBUF / SO_RCVBUF of "full" sockets (fixed: no autotuning)
-PATTERN = 0xA5        # output buffers start filled with this byte
-
-MSG_FLAGS = {
-    "WAITALL": socket.MSG_WAITALL, "PEEK": socket.MSG_PEEK, "TRUNC": socket.MSG_TRUNC,
-    "OOB": socket.MSG_OOB, "ERRQUEUE": socket.MSG_ERRQUEUE, "DONTWAIT": socket.MSG_DONTWAIT,
-    "NOSIGNAL": socket.MSG_NOSIGNAL, "MORE": 0x8000, "EOR": socket.MSG_EOR,
-    "CONFIRM": socket.MSG_CONFIRM, "CTRUNC": socket.MSG_CTRUNC,
-}
-POLL_BITS = {
-    "IN": 0x1, "PRI": 0x2, "OUT": 0x4, "ERR": 0x8, "HUP": 0x10, "NVAL": 0x20, "RDNORM": 0x40,
-    "RDBAND": 0x80, "WRNORM": 0x100, "WRBAND": 0x200, "MSG": 0x400, "RDHUP": 0x2000,
-}
-SOCK_NONBLOCK, SOCK_CLOEXEC = socket.SOCK_NONBLOCK, socket.SOCK_CLOEXEC
-IP_RECVERR, IPV6_RECVERR, IP_PKTINFO = 11, 25, 8
-CLOCKS = {"MONOTONIC": time.CLOCK_MONOTONIC, "REALTIME": time.CLOCK_REALTIME,
-          "BOOTTIME": getattr(time, "CLOCK_BOOTTIME", 7), "THREAD_CPUTIME": 3, "BAD": 12345}
-TIMER_ABSTIME = 1
-
-
-def flag_bits(spec, table=MSG_FLAGS):
-    """``"PEEK|WAITALL"`` -> the OR of the bits; ``"0"`` -> 0."""
-    bits = 0
-    for name in spec.split("|"):
-        if name != "0":
-            bits |= table[name]
-    return bits
-
-
-def flag_names(bits, table=MSG_FLAGS):
-    """The inverse of :func:`flag_bits` (unknown bits in hex), for readable results."""
-    names = [n for n, b in sorted(table.items(), key=lambda kv: kv[1]) if bits & b]
-    rest = bits & ~flag_bits("|".join(names) or "0", table)
-    if rest:
-        names.append(hex(rest))
-    return "|".join(names) or "0"
-
-
-# --- the environment of one process: mode, library, hub, helpers --------------------------
-
-class HelperError(AssertionError):
-    """A helper (thread or greenlet) of a case failed: the case itself is broken."""
-
-
-class Event:
-    """Something a helper does ``delay`` seconds after it was scheduled."""
-
-    def __init__(self, delay, fn, args, primary):
-        self.delay, self.fn, self.args, self.primary = delay, fn, args, primary
-        self.fired = self.done = False
-        self.error = None
-        self.thread = None
-        self.done_at = None
-
-    def run(self):
-        self.fired = True
-        try:
-            self.fn(*self.args)
-        except BaseException:  # noqa: BLE001 - reported by Env.finish
-            self.error = traceback.format_exc()
-        self.done_at = now()
-        self.done = True
-
-
-class Env:
-    """One process's way of running cases.  ``mode``: ``"plain"`` (library not patched, no
-    hub) or a hub name (library patched, calls made from a greenlet on that hub)."""
-
-    def __init__(self, mode, lib, hub=None):
-        self.mode, self.lib, self.hub = mode, lib, hub
-        self.main_ident = threading.get_ident()
-        self.signals = {"SIGALRM": 0, "SIGPIPE": 0}
-        signal.signal(signal.SIGALRM, self._on_signal)
-        signal.signal(signal.SIGPIPE, self._on_signal)
-        self.reset()
-
-    def _on_signal(self, signum, frame):
-        self.signals[signal.Signals(signum).name] += 1
-
-    def reset(self):
-        self.events, self.sockets, self.fds, self.paths, self.after = [], [], [], [], []
-        self.names = {}
-        self.started = None
-
-    # -- helpers
-    def later(self, delay, fn, *args, via="thread", primary=True):
-        """Run ``fn(*args)`` after ``delay`` s in a helper OS thread (``via="greenlet"``: in
-        a greenlet when a hub runs the case; a thread otherwise)."""
-        ev = Event(delay, fn, args, primary)
-        self.events.append(ev)
-        if via == "greenlet" and self.hub is not None:
-            self.hub.spawn_later(delay, ev.run)
-        else:
-            def body():
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-                time.sleep(delay)
-                ev.run()
-            ev.thread = threading.Thread(target=body, daemon=True)
-            ev.thread.start()
-        return ev
-
-    def signal_main(self, delay, primary=False):
-        """SIGALRM to this (the calling) thread after ``delay``: interrupts a blocking call."""
-        return self.later(delay, signal.pthread_kill, self.main_ident, signal.SIGALRM,
-                          primary=primary)
-
-    def sleep(self, seconds):
-        if self.hub is not None:
-            self.hub.sleep(seconds)
-        else:
-            time.sleep(seconds)
-
-    def wait_until(self, pred, timeout=10.0, what="condition"):
-        deadline = now() + timeout
-        while not pred():
-            if now() > deadline:
-                raise HelperError("%s not reached after %s s" % (what, timeout))
-            self.sleep(0.002)
-
-    def quiet_since(self):
-        """When the case last had a reason to make progress: its start, or the moment its
-        last helper finished; None while a helper is still to act."""
-        if self.started is None or not all(e.done for e in self.events):
-            return None
-        return max([self.started] + [e.done_at for e in self.events])
-
-    def primary_fired(self):
-        evs = [e for e in self.events if e.primary]
-        return None if not evs else any(e.fired for e in evs)
-
-    def finish_helpers(self):
-        """After the call: tell drainers to stop and wait for every helper (so that all they
-        were to send has arrived), keeping the endpoints open for the drains."""
-        for fn in self.after:
-            fn()
-        self.after = []
-        self.wait_until(lambda: all(e.done for e in self.events), what="helpers done")
-        errors = [e.error for e in self.events if e.error]
-        if errors:
-            raise HelperError("a helper of this case failed:\n" + "\n".join(errors))
-
-    def finish(self):
-        """Wait for every helper, close everything the case opened."""
-        try:
-            self.finish_helpers()
-        finally:
-            for s in self.sockets:
-                try:
-                    s.close()
-                except OSError:
-                    pass
-            for fd in self.fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            for p in self.paths:
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
-            self.reset()
-
-    # -- resources, closed by finish()
-    def sock(self, *args):
-        s = socket.socket(*args)
-        self.sockets.append(s)
-        return s
-
-    def own(self, *objs):
-        self.sockets.extend(objs)
-        return objs[0] if len(objs) == 1 else objs
-
-    def own_fd(self, fd):
-        self.fds.append(fd)
-        return fd
-
-    def close_fd(self, fd):
-        """Close an fd from own_fd() now (finish() must not close its number again: it may
-        have been reused by then)."""
-        self.fds.remove(fd)
-        os.close(fd)
-
-    def unix_path(self):
-        fd, path = tempfile.mkstemp(prefix="ghdiff-", suffix=".sock")
-        os.close(fd)
-        os.unlink(path)
-        self.paths.append(path)
-        return path
-
-    def name(self, label, sock):
-        """Remember ``sock``'s address as ``label``: returned addresses are reported by label."""
-        self.names[label] = norm_pyaddr(sock.family, sock.getsockname())
-
-
-# --- addresses -----------------------------------------------------------------------------
-
-def norm_pyaddr(family, addr):
-    if family == socket.AF_INET:
-        return ("inet", addr[0], addr[1])
-    if family == socket.AF_INET6:
-        return ("inet6", addr[0], addr[1])
-    if isinstance(addr, str):
-        addr = os.fsencode(addr)
-    return ("unix", addr.hex())
-
-
-def parse_sockaddr(raw):
-    """A C sockaddr's bytes -> the same normalized tuple as :func:`norm_pyaddr`."""
-    if len(raw) < 2:
-        return ("short", raw.hex())
-    fam = int.from_bytes(raw[:2], sys.byteorder)
-    if fam == socket.AF_INET and len(raw) >= 8:
-        return ("inet", socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big"))
-    if fam == socket.AF_INET6 and len(raw) >= 24:
-        return ("inet6", socket.inet_ntop(socket.AF_INET6, raw[8:24]),
-                int.from_bytes(raw[2:4], "big"))
-    if fam == socket.AF_UNIX:
-        path = raw[2:]
-        if path.endswith(b"\0") and not path.startswith(b"\0"):
-            path = path.split(b"\0", 1)[0]
-        return ("unix", path.hex())
-    return ("family-%d" % fam, raw.hex())
-
-
-def describe_addr(env, buf, buflen, namelen):
-    """What a call wrote into an address buffer of ``buflen`` bytes, reporting ``namelen``:
-    the label of one of the case's sockets, the untouched pattern, or what it was."""
-    raw = bytes(buf)[:buflen]
-    if namelen is None:
-        return None
-    if raw == bytes([PATTERN]) * buflen:
-        return "untouched"
-    if namelen <= buflen:
-        norm = parse_sockaddr(raw[:namelen])
-        for label, known in env.names.items():
-            if norm == known:
-                return label + ("" if raw[namelen:] == bytes([PATTERN]) * (buflen - namelen)
-                                else " +written past namelen")
-        return "unknown %s" % (norm[0],)
-    # truncated: the kernel copies the first buflen bytes of the real address
-    fam = int.from_bytes(raw[:2], sys.byteorder) if buflen >= 2 else None
-    return "truncated family=%s" % fam
-
-
-# --- buffers -------------------------------------------------------------------------------
-
-def pattern_buffer(n):
-    return ctypes.create_string_buffer(bytes([PATTERN]) * max(n, 1), max(n, 1))
-
-
-def show_bytes(data):
-    """Bytes for the report: in full when short, else length, digest and both ends."""
-    data = bytes(data)
-    body = data.rstrip(bytes([PATTERN]))
-    tail = len(data) - len(body)
-    if len(body) <= 96:
-        return body.hex() + (" +%02x*%d" % (PATTERN, tail) if tail else "")
-    return {"len": len(data), "sha1": hashlib.sha1(data).hexdigest()[:16],
-            "head": data[:16].hex(), "tail": data[-16:].hex()}
-
-
-def payload(n, seed=0):
-    """``n`` bytes that say where they are (a repeating counter), distinct from PATTERN."""
-    return bytes((i * 7 + seed) % 251 for i in range(n))
-
-
-def ccall(fn, *args):
-    """``fn(*args)`` with errno cleared; ``(ret, errno, elapsed)``."""
-    ctypes.set_errno(0)
-    t0 = now()
-    r = fn(*args)
-    return r, ctypes.get_errno(), now() - t0
-
-
-def outcome(env, ret, err, elapsed, fail=None, timeout=None, long_wait=None):
-    """The common part of a result.  ``fail``: the call failed (default ``ret == -1``)."""
-    failed = (ret == -1) if fail is None else fail
-    res = {"ret": ret}
-    if failed:
-        res["errno"] = errno.errorcode.get(err, err)
-    else:
-        res["_errno_on_success"] = errno.errorcode.get(err, err)
-    fired = env.primary_fired()
-    if fired is not None:
-        res["returned"] = "after" if fired else "before"
-    if timeout is not None:
-        res["not_early"] = elapsed >= timeout - 0.005
-    if long_wait is not None:   # a 1 s (or longer) timeout: did the call wait all of it?
-        res["waited_full"] = elapsed >= long_wait - 0.005
-    res["_elapsed"] = round(elapsed, 4)
-    return res
-
-
-# --- draining what is left -----------------------------------------------------------------
-
-def drain_socket(sock, limit=1 << 24):
-    """Everything readable now on ``sock`` without blocking: stream bytes (+ how it ended) or
-    the list of datagrams; pending errors are named, not raised."""
-    out, end = [], "empty"
-    stream = sock.type == socket.SOCK_STREAM
-    total = 0
-    while total < limit:
-        try:
-            chunk = sock.recv(65536 if stream else 262144, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            break
-        except OSError as exc:
-            end = errno.errorcode.get(exc.errno, exc.errno)
-            break
-        if not chunk and sock.type != socket.SOCK_DGRAM:  # stream, seqpacket: EOF
-            end = "eof"
-            break
-        out.append(chunk)
-        total += len(chunk)
-    if stream:
-        return {"data": show_bytes(b"".join(out)), "end": end}
-    res = {"datagrams": [show_bytes(d) for d in out], "end": end}
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        errq = 0
-        while True:
-            try:
-                sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-            except OSError:
-                break
-            errq += 1
-        res["errqueue"] = errq
-    return res
-
-
-def drain_fd(fd, limit=1 << 24):
-    """Everything readable now on a pipe (or eventfd) without blocking."""
-    out, end = [], "empty"
-    fl = _set_nonblock(fd, True)
-    try:
-        total = 0
-        while total < limit:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                end = errno.errorcode.get(exc.errno, exc.errno)
-                break
-            if not chunk:
-                end = "eof"
-                break
-            out.append(chunk)
-            total += len(chunk)
-    finally:
-        _restore_flags(fd, fl)
-    return {"data": show_bytes(b"".join(out)), "end": end}
-
-
-def _set_nonblock(fd, on):
-    import fcntl
-    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, (fl | os.O_NONBLOCK) if on else (fl & ~os.O_NONBLOCK))
-    return fl
-
-
-def _restore_flags(fd, fl):
-    import fcntl
-    fcntl.fcntl(fd, fcntl.F_SETFL, fl)
-
-
-def fd_flags(fd):
-    """O_NONBLOCK and FD_CLOEXEC of ``fd`` as a short string (or the errno)."""
-    import fcntl
-    try:
-        fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fdf = fcntl.fcntl(fd, fcntl.F_GETFD)
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, exc.errno)
-    return ("nonblock" if fl & os.O_NONBLOCK else "block") + ("+cloexec" if fdf & 1 else "")
-
-
-def fill(sock):
-    """Queue bytes on ``sock`` until a non-blocking send would block; returns the count."""
-    total = 0
-    sock.setblocking(False)
-    try:
-        for chunk in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    total += sock.send(b"f" * chunk)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.EMSGSIZE:
-                        break
-                    raise
-    finally:
-        sock.setblocking(True)
-    return total
-
-
-def fill_fd(fd):
-    fl = _set_nonblock(fd, True)
-    total = 0
-    try:
-        for chunk in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    total += os.write(fd, b"f" * chunk)
-                except BlockingIOError:
-                    break
-    finally:
-        _restore_flags(fd, fl)
-    return total
-
-
-def set_timeo(sock, option, seconds):
-    sec = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", sec, int((seconds - sec) * 1e6)))
-
-
-def wait_event(fd, events, timeout=1.0):
-    """Setup helper (plain Python poll, never hooked): wait until the kernel reports
-    ``events`` on ``fd``, so that a state (RST, FIN, ICMP error) has really arrived."""
-    p = select.poll()
-    p.register(fd, events)
-    p.poll(int(timeout * 1000))
-
-
-# --- endpoints -----------------------------------------------------------------------------
-
-class Ep:
-    """The fd a case calls on (``fd``), its Python object (``sock``), and the other side:
-    ``feed(data)`` sends to ``fd``, ``rest()`` / ``peer_rest()`` drain either side."""
-
-    def __init__(self, kind, fd, sock=None, peer=None, peer_fd=None):
-        self.kind, self.fd, self.sock, self.peer, self.peer_fd = kind, fd, sock, peer, peer_fd
-        self.filled = 0          # bytes queued by fill() before the call (send family)
-        self.sent = 0            # what the call reported sent
-        self.drained = None      # what a drainer collected, when one ran
-
-    @property
-    def stream(self):
-        return self.sock is not None and self.sock.type == socket.SOCK_STREAM
-
-    def feed(self, data):
-        if self.kind == "eventfd":
-            os.write(self.fd, struct.pack("Q", len(data)))
-        elif self.peer is not None:
-            self.peer.send(data)
-        else:
-            os.write(self.peer_fd, data)
-
-    def close_peer(self):
-        if self.peer is not None:
-            self.peer.close()
-        else:
-            self.env.close_fd(self.peer_fd)
-            self.peer_fd = -1
-
-    def rest(self):
-        if self.kind == "eventfd":
-            fl = _set_nonblock(self.fd, True)
-            try:
-                return {"counter": struct.unpack("Q", os.read(self.fd, 8))[0]}
-            except BlockingIOError:
-                return {"counter": 0}
-            finally:
-                _restore_flags(self.fd, fl)
-        if self.kind == "file":
-            pos = os.lseek(self.fd, 0, os.SEEK_CUR)
-            os.lseek(self.fd, 0, os.SEEK_SET)
-            content = os.read(self.fd, 1 << 20)
-            return {"offset": pos, "content": show_bytes(content)}
-        if self.kind == "devnull":
-            return None
-        if self.sock is not None:
-            return drain_socket(self.sock)
-        return drain_fd(self.fd)
-
-    def peer_rest(self):
-        """What the peer can read now, after the filler bytes (stream: the bytes beyond
-        ``filled``, which must all be filler)."""
-        if self.kind in ("eventfd", "file", "devnull"):
-            return self.rest()
-        if self.peer is not None:
-            if self.peer.fileno() < 0:
-                return "closed"
-            if self.drained is None and self.sent and self.stream:
-                # a stream send may still be corked (MSG_MORE): wait for what it reported
-                deadline = now() + 1.0
-                while now() < deadline and _readable(self.peer) < self.sent:
-                    time.sleep(0.005)
-            got = drain_socket(self.peer)
-        elif self.peer_fd == -1:
-            return "closed"
-        elif self.peer_fd is not None:
-            got = drain_fd(self.peer_fd)
-        else:
-            return None
-        if self.drained is not None:
-            got["drainer"] = self.drained
-        return got
-
-
-def _readable(sock):
-    """Bytes queued for reading on a stream socket (FIONREAD)."""
-    import fcntl
-    import termios
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-
-
-def tcp_pair(env, family):
-    host = "127.0.0.1" if family == socket.AF_INET else "::1"
-    lst = env.sock(family, socket.SOCK_STREAM)
-    lst.bind((host, 0))
-    lst.listen(1)
-    c = env.sock(family, socket.SOCK_STREAM)
-    c.connect(lst.getsockname()[:2])
-    s, _ = lst.accept()
-    env.own(s)
-    lst.close()
-    for x in (c, s):
-        x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return c, s
-
-
-def make_ep(env, kind, side="rx"):
-    """A fresh endpoint of ``kind``; ``side`` "rx": the case reads from ``fd``, "tx": writes."""
-    ep = _make_ep(env, kind, side)
-    ep.env = env
-    return ep
-
-
-def _make_ep(env, kind, side):
-    if kind in ("tcp4", "tcp6"):
-        fam = socket.AF_INET if kind == "tcp4" else socket.AF_INET6
-        a, b = tcp_pair(env, fam)
-        env.name("peer", b)
-        env.name("self", a)
-        return Ep(kind, a.fileno(), a, b)
-    if kind in ("udp4", "udp6"):
-        fam = socket.AF_INET if kind == "udp4" else socket.AF_INET6
-        host = "127.0.0.1" if kind == "udp4" else "::1"
-        a, b = env.sock(fam, socket.SOCK_DGRAM), env.sock(fam, socket.SOCK_DGRAM)
-        a.bind((host, 0))
-        b.bind((host, 0))
-        b.connect(a.getsockname()[:2])
-        if side == "tx":
-            a.connect(b.getsockname()[:2])
-        env.name("peer", b)
-        env.name("self", a)
-        return Ep(kind, a.fileno(), a, b)
-    if kind in ("unix_stream", "unix_dgram", "unix_seqpacket"):
-        typ = {"unix_stream": socket.SOCK_STREAM, "unix_dgram": socket.SOCK_DGRAM,
-               "unix_seqpacket": socket.SOCK_SEQPACKET}[kind]
-        a, b = env.own(*socket.socketpair(socket.AF_UNIX, typ))
-        env.names["unnamed"] = ("unix", "")
-        return Ep(kind, a.fileno(), a, b)
-    if kind == "unix_dgram_named":
-        a, b = env.sock(socket.AF_UNIX, socket.SOCK_DGRAM), env.sock(socket.AF_UNIX, socket.SOCK_DGRAM)
-        a.bind(env.unix_path())
-        b.bind(env.unix_path())
-        b.connect(a.getsockname())
-        if side == "tx":
-            a.connect(b.getsockname())
-        env.name("peer", b)
-        env.name("self", a)
-        return Ep(kind, a.fileno(), a, b)
-    if kind == "pipe":
-        r, w = os.pipe()
-        env.own_fd(r)
-        env.own_fd(w)
-        return Ep(kind, r, peer_fd=w) if side == "rx" else Ep(kind, w, peer_fd=r)
-    if kind == "eventfd":
-        fd = os.eventfd(0) if hasattr(os, "eventfd") else _eventfd()
-        return Ep(kind, env.own_fd(fd))
-    if kind == "file":
-        f = tempfile.TemporaryFile()
-        env.own(f)
-        return Ep(kind, f.fileno())
-    if kind == "devnull":
-        return Ep(kind, env.own_fd(os.open(os.devnull, os.O_RDWR)))
-    raise ValueError("unknown endpoint kind %r" % kind)
-
-
-def _eventfd():
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.eventfd(0, 0)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "eventfd")
-    return fd
-
-
-def rst(sock):
-    """Close ``sock`` with SO_LINGER 0: the other side gets a RST."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def unconnected(env, kind):
-    """A fresh socket of ``kind``'s family and type, never connected."""
-    fam, typ = {
-        "tcp4": (socket.AF_INET, socket.SOCK_STREAM), "tcp6": (socket.AF_INET6, socket.SOCK_STREAM),
-        "udp4": (socket.AF_INET, socket.SOCK_DGRAM), "udp6": (socket.AF_INET6, socket.SOCK_DGRAM),
-        "unix_stream": (socket.AF_UNIX, socket.SOCK_STREAM),
-        "unix_dgram": (socket.AF_UNIX, socket.SOCK_DGRAM),
-        "unix_dgram_named": (socket.AF_UNIX, socket.SOCK_DGRAM),
-        "unix_seqpacket": (socket.AF_UNIX, socket.SOCK_SEQPACKET),
-    }[kind]
-    return env.sock(fam, typ)
-
-
-def listening(env, kind):
-    s = unconnected(env, kind)
-    if s.family == socket.AF_UNIX:
-        s.bind(env.unix_path())
-    else:
-        s.bind(("127.0.0.1" if s.family == socket.AF_INET else "::1", 0))
-    s.listen(4)
-    return s
+from .endpoints import (
+    CLOCKS,
+    CLOSED_FD,
+    DELAY,
+    Ep,
+    HelperError,
+    IP_PKTINFO,
+    IP_RECVERR,
+    IPV6_RECVERR,
+    POLL_BITS,
+    SIGNAL_AT,
+    SIGNAL_DATA,
+    SMALL_BUF,
+    SOCK_CLOEXEC,
+    SOCK_NONBLOCK,
+    TIMEO,
+    TIMER_ABSTIME,
+    eventfd,
+    iov_pointer,
+    loopback,
+    ref,
+    _set_nonblock,
+    describe_addr,
+    fd_flags,
+    fill,
+    fill_fd,
+    flag_bits,
+    flag_names,
+    listening,
+    make_ep,
+    norm_pyaddr,
+    now,
+    outcome,
+    pattern_buffer,
+    payload,
+    rst,
+    set_timeo,
+    show_bytes,
+    tcp_pair,
+    unconnected,
+    wait_event,
+)
 
 
 # --- receive family ------------------------------------------------------------------------
@@ -721,8 +137,10 @@ def rx_state(env, ep, state, via):
     elif state == "shutrd":
         ep.sock.shutdown(socket.SHUT_RD)
     elif state == "icmp":
-        opt = (socket.IPPROTO_IP, IP_RECVERR) if ep.kind == "udp4" else (socket.IPPROTO_IPV6, IPV6_RECVERR)
-        ep.sock.setsockopt(opt[0], opt[1], 1)
+        if ep.kind == "udp4":
+            ep.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        else:
+            ep.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
         ep.peer.close()  # its port is closed now: the next datagram there is refused
         ep.sock.connect(env.names["peer"][1:3])
         ep.sock.send(b"x")
@@ -733,7 +151,8 @@ def rx_state(env, ep, state, via):
     elif state == "fds_queued":
         f = tempfile.TemporaryFile()
         env.own(f)
-        ep.peer.sendmsg([HELLO], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", f.fileno()))])
+        rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", f.fileno()))
+        ep.peer.sendmsg([HELLO], [rights])
         env.passed_inode = os.fstat(f.fileno()).st_ino
     elif state == "signal":
         env.signal_main(SIGNAL_AT)
@@ -761,7 +180,8 @@ def iov_array(buf, size, spec):
         arr = (samples.iovec * 1)(samples.iovec(None, size or 8))
         return arr, 1, [size or 8]
     if spec == "huge":
-        arr = (samples.iovec * 2)(samples.iovec(ctypes.addressof(buf), size), samples.iovec(None, 0))
+        arr = (samples.iovec * 2)(samples.iovec(ctypes.addressof(buf), size),
+                                  samples.iovec(None, 0))
         return arr, 1 << 20, [size]
     cnt = int(spec)
     if cnt == 0:
@@ -812,7 +232,7 @@ def parse_cmsgs(env, raw):
                 except OSError:
                     shown.append("not an fd")
             data = shown
-        elif level in (socket.IPPROTO_IP, socket.IPPROTO_IPV6) and typ in (IP_RECVERR, IPV6_RECVERR):
+        elif (level, typ) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
             ee_errno, origin, etype, code = struct.unpack_from("IBBB", data)
             data = {"ee_errno": errno.errorcode.get(ee_errno, ee_errno), "origin": origin,
                     "type": etype, "code": code, "len": len(data)}
@@ -842,13 +262,12 @@ def run_rx(env, p):
     else:
         buf, n = pattern_buffer(size), size
     if call == "read":
-        r, e, dt = ccall(lib.ghs_read, fd, buf, n)
+        r, e, dt = env.call(lib.ghs_read, fd, buf, n)
     elif call == "recv":
-        r, e, dt = ccall(lib.ghs_recv, fd, buf, n, flags)
+        r, e, dt = env.call(lib.ghs_recv, fd, buf, n, flags)
     elif call == "recvfrom":
         abuf, alen, ablen = addr_buffers(p.get("addr", "full"))
-        r, e, dt = ccall(lib.ghs_recvfrom, fd, buf, n, flags, abuf,
-                         None if alen is None else ctypes.byref(alen))
+        r, e, dt = env.call(lib.ghs_recvfrom, fd, buf, n, flags, abuf, ref(alen))
         res["namelen"] = None if alen is None else alen.value
         if abuf is not None:
             res["addr"] = describe_addr(env, abuf, ablen, None if alen is None else alen.value)
@@ -860,7 +279,7 @@ def run_rx(env, p):
             for i in range(max(cnt, 0) if cnt < (1 << 20) else 1):
                 iov[i].iov_base = None
         if call == "readv":
-            r, e, dt = ccall(lib.ghs_readv, fd, iov, cnt)
+            r, e, dt = env.call(lib.ghs_readv, fd, iov, cnt)
         else:
             nbuf, nlen, nblen = addr_buffers(p.get("addr", "full"))
             ctl = p.get("control", 0)
@@ -868,12 +287,12 @@ def run_rx(env, p):
             msg = samples.msghdr()
             msg.msg_name = None if nbuf is None else ctypes.addressof(nbuf)
             msg.msg_namelen = 0 if nlen is None else nlen.value
-            msg.msg_iov = ctypes.cast(iov, ctypes.POINTER(samples.iovec)) if iov is not None else None
+            msg.msg_iov = iov_pointer(iov)
             msg.msg_iovlen = cnt
             msg.msg_control = None if cbuf is None else ctypes.addressof(cbuf)
             msg.msg_controllen = ctl
             msg.msg_flags = 0x5A5A
-            r, e, dt = ccall(lib.ghs_recvmsg, fd, ctypes.byref(msg), flags)
+            r, e, dt = env.call(lib.ghs_recvmsg, fd, ctypes.byref(msg), flags)
             res["msg_namelen"] = msg.msg_namelen
             if nbuf is not None:
                 res["addr"] = describe_addr(env, nbuf, nblen, msg.msg_namelen)
@@ -894,7 +313,7 @@ def run_rx(env, p):
 
 # --- send family ---------------------------------------------------------------------------
 
-def start_drainer(env, ep, delay):
+def start_drainer(env, ep, delay, primary=True):
     """After ``delay``, a helper thread reads everything the peer gets.  Once the call has
     returned it goes on until the filler plus what the call reports sent has arrived (data
     corked by MSG_MORE or queued behind a closed window comes later) or 1 s passed; what it
@@ -927,7 +346,7 @@ def start_drainer(env, ep, delay):
         filler, rest = data[:ep.filled], data[ep.filled:]
         ep.drained = {"filler_ok": filler == b"f" * ep.filled, "bytes": show_bytes(rest)}
 
-    env.later(delay, drain)
+    env.later(delay, drain, primary=primary)
     env.after.append(stop.set)
 
 
@@ -952,7 +371,7 @@ def tx_state(env, ep, state, p):
             env.signal_main(SIGNAL_AT)
             start_drainer(env, ep, SIGNAL_DATA)
     elif state == "drain":          # a large send: the peer reads from the start
-        start_drainer(env, ep, 0.0)
+        start_drainer(env, ep, 0.0, primary=False)
     elif state == "peer_closed":
         ep.close_peer()
         if ep.sock is not None and ep.sock.type == socket.SOCK_STREAM:
@@ -1023,12 +442,12 @@ def run_tx(env, p):
     n = len(data)
     res = {}
     if call == "write":
-        r, e, dt = ccall(lib.ghs_write, fd, buf, n)
+        r, e, dt = env.call(lib.ghs_write, fd, buf, n)
     elif call == "send":
-        r, e, dt = ccall(lib.ghs_send, fd, buf, n, flags)
+        r, e, dt = env.call(lib.ghs_send, fd, buf, n, flags)
     elif call == "sendto":
         abuf, alen = dest_addr(env, ep, p.get("addr", "none"))
-        r, e, dt = ccall(lib.ghs_sendto, fd, buf, n, flags, abuf, alen)
+        r, e, dt = env.call(lib.ghs_sendto, fd, buf, n, flags, abuf, alen)
     elif call in ("writev", "sendmsg"):
         holder = buf if buf is not None else pattern_buffer(1)
         iov, cnt, _ = iov_array(holder, n, p.get("iov", "1"))
@@ -1037,20 +456,20 @@ def run_tx(env, p):
                 if i < len(iov):
                     iov[i].iov_base = None
         if call == "writev":
-            r, e, dt = ccall(lib.ghs_writev, fd, iov, cnt)
+            r, e, dt = env.call(lib.ghs_writev, fd, iov, cnt)
         elif p.get("msg") == "null":
-            r, e, dt = ccall(lib.ghs_sendmsg, fd, None, flags)
+            r, e, dt = env.call(lib.ghs_sendmsg, fd, None, flags)
         else:
             abuf, alen = dest_addr(env, ep, p.get("addr", "none"))
             msg = samples.msghdr()
             msg.msg_name = None if abuf is None else ctypes.addressof(abuf)
             msg.msg_namelen = alen
-            msg.msg_iov = ctypes.cast(iov, ctypes.POINTER(samples.iovec)) if iov is not None else None
+            msg.msg_iov = iov_pointer(iov)
             msg.msg_iovlen = cnt
             cbuf = control_message(env, p.get("control", "none"))
             msg.msg_control = None if cbuf is None else ctypes.addressof(cbuf)
             msg.msg_controllen = 0 if cbuf is None else len(cbuf)
-            r, e, dt = ccall(lib.ghs_sendmsg, fd, ctypes.byref(msg), flags)
+            r, e, dt = env.call(lib.ghs_sendmsg, fd, ctypes.byref(msg), flags)
     else:
         raise ValueError(call)
     res.update(outcome(env, r, e, dt, timeout=timeout))
@@ -1076,7 +495,8 @@ def control_message(env, spec):
         f = tempfile.TemporaryFile()
         env.own(f)
         env.passed_inode = os.fstat(f.fileno()).st_ino
-        raw = struct.pack("Qii", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS) + struct.pack("i", f.fileno()) + bytes(4)
+        raw = (struct.pack("Qii", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS)
+               + struct.pack("i", f.fileno()) + bytes(4))
         return ctypes.create_string_buffer(raw, len(raw))
     if spec == "badlen":  # cmsg_len larger than the control buffer: EINVAL
         raw = struct.pack("Qii", 64, socket.SOL_SOCKET, socket.SCM_RIGHTS) + bytes(8)
@@ -1140,7 +560,7 @@ def run_connect(env, p):
     target, state = p["target"], p.get("state", "blocking")
     fam = socket.AF_INET6 if target.startswith("tcp6") or target.startswith("udp6") else \
         socket.AF_UNIX if target.startswith("unix") else socket.AF_INET
-    typ = socket.SOCK_DGRAM if target.startswith("udp") or target.startswith("unix_dgram") else socket.SOCK_STREAM
+    typ = socket.SOCK_DGRAM if target.startswith(("udp", "unix_dgram")) else socket.SOCK_STREAM
     s = env.sock(fam, typ)
     fd, abuf, alen = s.fileno(), None, 0
     host = "127.0.0.1" if fam == socket.AF_INET else "::1"
@@ -1236,7 +656,7 @@ def run_connect(env, p):
     elif state != "blocking":
         raise ValueError("unknown connect state %r" % state)
 
-    r, e, dt = ccall(env.lib.ghs_connect, fd, abuf, alen)
+    r, e, dt = env.call(env.lib.ghs_connect, fd, abuf, alen)
     res = outcome(env, r, e, dt, timeout=timeout)
     env.finish_helpers()
     if fd == s.fileno():
@@ -1261,7 +681,7 @@ def run_accept(env, p):
     call, lkind, state = p["call"], p["listener"], p["state"]
     fam = {"tcp4": socket.AF_INET, "tcp6": socket.AF_INET6, "unix": socket.AF_UNIX}[lkind]
     lst = env.sock(fam, socket.SOCK_STREAM)
-    lst.bind(env.unix_path() if fam == socket.AF_UNIX else ("127.0.0.1" if fam == socket.AF_INET else "::1", 0))
+    lst.bind(env.unix_path() if fam == socket.AF_UNIX else (loopback(fam), 0))
     fd = lst.fileno()
     clients = []
 
@@ -1312,11 +732,11 @@ def run_accept(env, p):
     abuf, alen, ablen = addr_buffers(p.get("addr", "none"))
     pa = None if alen is None else ctypes.byref(alen)
     if call == "accept4":
-        r, e, dt = ccall(env.lib.ghs_accept4, fd, abuf, pa, flag_bits(p.get("flags", "0"), {
+        r, e, dt = env.call(env.lib.ghs_accept4, fd, abuf, pa, flag_bits(p.get("flags", "0"), {
             "NONBLOCK": SOCK_NONBLOCK, "CLOEXEC": SOCK_CLOEXEC, "BAD": 0x1}))
     else:
-        r, e, dt = ccall(env.lib.ghs_accept, fd, abuf, pa)
-    res = outcome(env, "fd" if r >= 0 else r, e, dt, fail=r < 0, timeout=timeout)
+        r, e, dt = env.call(env.lib.ghs_accept, fd, abuf, pa)
+    res = outcome(env, "fd" if r >= 0 else r, e, dt, timeout=timeout)
     if alen is not None:
         res["addrlen"] = alen.value
     if abuf is not None:
@@ -1367,7 +787,7 @@ def poll_fd(env, spec, via="thread"):
                 ep.filled = filled
                 start_drainer(env, ep, DELAY)
         return a.fileno()
-    if spec in ("tcp_data", "tcp_empty", "tcp_rst", "tcp_urgent", "tcp_rst_later", "tcp_urgent_later"):
+    if spec.startswith("tcp_"):
         a, b = tcp_pair(env, socket.AF_INET)
         if spec == "tcp_data":
             b.send(HELLO)
@@ -1415,7 +835,9 @@ def poll_fd(env, spec, via="thread"):
             env.close_fd(r)
         return r if spec.startswith("pipe_r") else w
     if spec in ("eventfd0", "eventfd1"):
-        fd = env.own_fd(os.eventfd(1 if spec == "eventfd1" else 0) if hasattr(os, "eventfd") else _eventfd())
+        fd = env.own_fd(eventfd())
+        if spec == "eventfd1":
+            os.write(fd, struct.pack("Q", 1))
         return fd
     if spec == "file":
         f = tempfile.TemporaryFile()
@@ -1443,20 +865,21 @@ def run_poll(env, p):
         env.signal_main(SIGNAL_AT)
     n = len(fds)
     garbage = 0x7F if p.get("garbage") else 0
-    arr = (samples.pollfd * max(n, 1))(*[samples.pollfd(fd, ev, garbage) for fd, ev in zip(fds, events)])
+    arr = (samples.pollfd * max(n, 1))(*[samples.pollfd(fd, ev, garbage)
+                                         for fd, ev in zip(fds, events)])
     ptr = None if p.get("array") == "null" else arr
     nfds = n if p.get("nfds") is None else p["nfds"]
     mask_restore = None
     if call == "poll":
         ms = {"none": -1, "zero": 0, "short": int(TIMEO * 1000), "long": 1000}[timeout]
-        r, e, dt = ccall(env.lib.ghs_poll, ptr, nfds, ms)
+        r, e, dt = env.call(env.lib.ghs_poll, ptr, nfds, ms)
     else:
         ts = {"none": None, "zero": samples.timespec(0, 0),
               "short": samples.timespec.from_seconds(TIMEO),
               "long": samples.timespec(1, 0),
               "bad_nsec": samples.timespec(0, 1000000000), "neg": samples.timespec(-1, 0)}[timeout]
         sig, mask_restore = sigmask_arg(p.get("sigmask", "none"))
-        r, e, dt = ccall(env.lib.ghs_ppoll, ptr, nfds, None if ts is None else ctypes.byref(ts), sig)
+        r, e, dt = env.call(env.lib.ghs_ppoll, ptr, nfds, ref(ts), sig)
     if mask_restore is not None:
         mask_restore()
     res = outcome(env, r, e, dt, timeout=TIMEO if timeout == "short" else None,
@@ -1508,18 +931,19 @@ def run_select(env, p):
     mask_restore = None
     before = None
     if call == "select":
-        tv = {"none": None, "zero": samples.timeval(0, 0), "short": samples.timeval.from_seconds(TIMEO),
-              "long": samples.timeval(1, 0), "bad_usec": samples.timeval(0, 1000000),
-              "neg": samples.timeval(0, -1)}[timeout]
-        r, e, dt = ccall(env.lib.ghs_select, nfds, *ptrs, None if tv is None else ctypes.byref(tv))
+        tv = {"none": None, "zero": samples.timeval(0, 0),
+              "short": samples.timeval.from_seconds(TIMEO), "long": samples.timeval(1, 0),
+              "bad_usec": samples.timeval(0, 1000000), "neg": samples.timeval(0, -1)}[timeout]
+        r, e, dt = env.call(env.lib.ghs_select, nfds, *ptrs, ref(tv))
         left = None if tv is None else tv.tv_sec + tv.tv_usec / 1e6
     else:
-        ts = {"none": None, "zero": samples.timespec(0, 0), "short": samples.timespec.from_seconds(TIMEO),
-              "long": samples.timespec(1, 0), "bad_nsec": samples.timespec(0, 1000000000),
+        ts = {"none": None, "zero": samples.timespec(0, 0),
+              "short": samples.timespec.from_seconds(TIMEO), "long": samples.timespec(1, 0),
+              "bad_nsec": samples.timespec(0, 1000000000),
               "neg": samples.timespec(-1, 0)}[timeout]
         before = None if ts is None else (ts.tv_sec, ts.tv_nsec)
         sig, mask_restore = sigmask_arg(p.get("sigmask", "none"))
-        r, e, dt = ccall(env.lib.ghs_pselect, nfds, *ptrs, None if ts is None else ctypes.byref(ts), sig)
+        r, e, dt = env.call(env.lib.ghs_pselect, nfds, *ptrs, ref(ts), sig)
         left = None
     if mask_restore is not None:
         mask_restore()
@@ -1527,7 +951,8 @@ def run_select(env, p):
                   long_wait=1.0 if timeout == "long" else None)
     for k in "rwx":
         s = fdsets[k]
-        res["set_" + k] = None if s is None else [i for i, f in enumerate(sets[k]) if f >= 0 and s.isset(f)]
+        res["set_" + k] = None if s is None else [
+            i for i, f in enumerate(sets[k]) if f >= 0 and s.isset(f)]
     if call == "select" and left is not None and timeout in ("short", "long", "bad_usec"):
         total = {"short": TIMEO, "long": 1.0, "bad_usec": 1.0}[timeout]
         res["timeout_left"] = "zero" if left == 0 else (
@@ -1552,21 +977,23 @@ def run_sleep(env, p):
     res = {}
     expect = None
     if call == "sleep":
-        r, e, dt = ccall(lib.ghs_sleep, int(arg))
-        res.update(outcome(env, r, e, dt, fail=False, timeout=int(arg) or None))
+        r, e, dt = env.call(lib.ghs_sleep, int(arg))
+        res.update(outcome(env, r, e, dt, timeout=int(arg) or None))
     elif call == "usleep":
-        r, e, dt = ccall(lib.ghs_usleep, int(arg))
+        r, e, dt = env.call(lib.ghs_usleep, int(arg))
         res.update(outcome(env, r, e, dt, timeout=int(arg) / 1e6 if int(arg) else None))
     else:
-        req = {"null": None, "zero": samples.timespec(0, 0), "short": samples.timespec.from_seconds(TIMEO),
-               "long": samples.timespec.from_seconds(0.2), "bad_nsec": samples.timespec(0, 1000000000),
+        req = {"null": None, "zero": samples.timespec(0, 0),
+               "short": samples.timespec.from_seconds(TIMEO),
+               "long": samples.timespec.from_seconds(0.2),
+               "bad_nsec": samples.timespec(0, 1000000000),
                "neg": samples.timespec(-1, 0), "abs_past": samples.timespec(1, 0)}[arg]
         rem = samples.timespec(77, 77)
         remp = None if p.get("rem") == "null" else ctypes.byref(rem)
         if arg in ("short", "long"):
             expect = req.tv_sec + req.tv_nsec / 1e9
         if call == "nanosleep":
-            r, e, dt = ccall(lib.ghs_nanosleep, None if req is None else ctypes.byref(req), remp)
+            r, e, dt = env.call(lib.ghs_nanosleep, ref(req), remp)
             res.update(outcome(env, r, e, dt, timeout=expect))
         else:
             clk = CLOCKS[p.get("clock", "MONOTONIC")]
@@ -1574,8 +1001,8 @@ def run_sleep(env, p):
             if p.get("abstime") and arg == "short":  # an absolute deadline TIMEO from now
                 t = time.clock_gettime(clk) + TIMEO
                 req = samples.timespec.from_seconds(t)
-            r, e, dt = ccall(lib.ghs_clock_nanosleep, clk, flags, None if req is None else ctypes.byref(req), remp)
-            res.update(outcome(env, r, e, dt, fail=r != 0, timeout=expect))
+            r, e, dt = env.call(lib.ghs_clock_nanosleep, clk, flags, ref(req), remp)
+            res.update(outcome(env, r, e, dt, timeout=expect))
             res["ret"] = errno.errorcode.get(r, r) if r else 0
         if remp is not None:
             left = rem.tv_sec + rem.tv_nsec / 1e9
@@ -1599,8 +1026,6 @@ RUNNERS = {
     "poll": run_poll, "ppoll": run_poll, "select": run_select, "pselect": run_select,
     "sleep": run_sleep, "usleep": run_sleep, "nanosleep": run_sleep, "clock_nanosleep": run_sleep,
 }
-
-
 
 
 def run_case(env, params):

@@ -50,8 +50,7 @@ class Intentional:
 
 
 def _interrupted(plain):
-    return plain.get("errno") == "EINTR" or plain.get("ret") == "EINTR" or \
-        plain.get("_errno_on_success") == "EINTR"
+    return plain.get("errno") == "EINTR" or plain.get("ret") == "EINTR"
 
 
 def _eintr(case, plain, green, twin):
@@ -125,7 +124,7 @@ def _selected_ids(session):
 def results(request):
     """``{mode: {case id: result}}`` for the selected cases, plain and both hubs."""
     try:
-        import gevent  # noqa: F401
+        import gevent  # noqa: F401 - the gevent children need it
     except ImportError:
         skip_or_fail("gevent is not installed")
     ids = _selected_ids(request.session)
@@ -161,11 +160,20 @@ def test_same_as_kernel(results, hub, case):
         lines = ["greened (%s hub): the call %s; the kernel returns:"
                  % (hub, how.get(green["_outcome"], green["_outcome"]))]
         lines += ["  %-16s %s" % (k, _show(v)) for k, v in runner.compared(plain).items()]
+    elif set(diff) == {"errno"} and plain.get("ret") != -1:
+        lines = ["greened (%s hub): the call succeeds like the kernel's, but leaves errno %s "
+                 "where the real call leaves it alone (%s)"
+                 % (hub, diff["errno"][1], diff["errno"][0])]
     else:
         lines = ["greened (%s hub) differs from the kernel:" % hub]
         for key, (p, g) in diff.items():
             lines.append("  %-16s kernel %s" % (key, _show(p)))
             lines.append("  %-16s green  %s" % ("", _show(g)))
+    twin = cases.twin_of(BY_ID[case])
+    if twin is not None:
+        tdiff = runner.differences(results["plain"][cases.case_id(twin)], green)
+        lines.append("compared with the kernel's answer when no signal comes (%r), the green "
+                     "call differs in: %s" % (cases.case_id(twin), _show(tdiff)))
     if "_stderr" in green:
         lines.append("child stderr (tail):\n" + green["_stderr"][-1500:])
     lines.append("repro (from tests/): python -m differential.child {plain|%s} %r --pretty"
@@ -230,7 +238,37 @@ def test_every_intentional_difference_is_observed(results):
                 if entry is not None:
                     used.add(entry.name)
         stale = [e.name for e in INTENTIONAL if e.name not in used]
-        assert not stale, "%s hub: intentional differences never observed: %s" % (hub, stale)
+        assert not stale, (
+            "%s hub: intentional differences that explain no difference any more: %s (stale: "
+            "remove them here and in the README -- or the difference now comes with another "
+            "one, see the failures of test_same_as_kernel)" % (hub, stale))
+
+
+#: errors the kernel returns somewhere in the matrix, per call: a hook that reported one
+#: errno (EAGAIN, say) in place of another would fail the cases that return them
+DISTINGUISHED = {
+    "read": {"EAGAIN", "EBADF", "ECONNRESET", "ENOTCONN", "ECONNREFUSED", "EFAULT", "EINVAL"},
+    "recv": {"EAGAIN", "EBADF", "ECONNRESET", "ENOTCONN", "ECONNREFUSED", "EFAULT", "EINVAL",
+             "ENOTSOCK"},
+    "recvmsg": {"EAGAIN", "EBADF", "ECONNRESET", "ENOTCONN", "EMSGSIZE", "ENOTSOCK"},
+    "send": {"EAGAIN", "EBADF", "ECONNRESET", "ENOTCONN", "EPIPE", "EMSGSIZE", "EDESTADDRREQ"},
+    "sendmsg": {"EAGAIN", "EBADF", "ECONNRESET", "EPIPE", "EFAULT", "EISCONN", "EINVAL"},
+    "connect": {"ECONNREFUSED", "EINPROGRESS", "EISCONN", "EAGAIN", "ENOENT", "EBADF"},
+    "accept": {"EAGAIN", "EBADF", "EINVAL", "ENOTSOCK"},
+    "poll": {"EFAULT", "EINVAL"},
+    "select": {"EBADF", "EINVAL"},
+}
+
+
+def test_matrix_tells_errors_apart(results):
+    """The kernel's answers in the matrix include each error above (checked on the plain
+    results, so that pruning the matrix cannot silently drop them)."""
+    if len(results["plain"]) < len(CASES):
+        skip_or_fail("only part of the matrix was selected (-k): run the whole module")
+    for call, need in DISTINGUISHED.items():
+        seen = {res.get("errno") for cid, res in results["plain"].items()
+                if BY_ID[cid]["call"] == call and res.get("ret") == -1}
+        assert need <= seen, "%s: the matrix never gets %s from the kernel" % (call, need - seen)
 
 
 def test_readme_lists_the_intentional_differences():

@@ -41,12 +41,13 @@ cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int fla
         e = gh_get_errno()
         if e == ENOTSOCK and from_read:
             t.counters[sym].passthrough += 1
+            gh_set_errno(e0)    # the real call sets errno only if it fails
             return real_read(fd, buf, n)
         if not _would_block(e):
             return _error(t, sym, how, got, e)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
-            return _fail(t, sym, rc, got)
+            return _fail(t, sym, rc, got, e0)
 
 
 cdef int _peek_more(gh_thread_t *t, int sym, int fd, ssize_t r, size_t n, int64_t *deadline,
@@ -107,7 +108,7 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
             if rc == GH_READY:
                 continue
             if rc == GH_CANCELLED:
-                return _fail(t, sym, rc, 0)
+                return _fail(t, sym, rc, 0, e0)
             if rc == GH_NONBLOCKING:
                 t.counters[sym].passthrough += 1
                 return r
@@ -117,7 +118,7 @@ cdef ssize_t _recv_peek_all(gh_thread_t *t, int sym, int fd, char *buf, size_t n
             return _error(t, sym, how, 0, e)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
-            return _fail(t, sym, rc, 0)
+            return _fail(t, sym, rc, 0, e0)
 
 
 cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, bint from_readv) noexcept nogil:
@@ -145,7 +146,7 @@ cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, b
             if rc == GH_READY:
                 continue
             if rc == GH_CANCELLED:
-                return _fail(t, sym, rc, 0)
+                return _fail(t, sym, rc, 0, e0)
             if rc == GH_NONBLOCKING:
                 t.counters[sym].passthrough += 1
                 return r
@@ -184,6 +185,7 @@ cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, b
         e = gh_get_errno()
         if e == ENOTSOCK and from_readv:
             t.counters[sym].passthrough += 1
+            gh_set_errno(e0)
             return real_readv(fd, msg.msg_iov, <int>msg.msg_iovlen)
         if not _would_block(e):
             free(iov)
@@ -191,7 +193,7 @@ cdef ssize_t _recvmsg(gh_thread_t *t, int sym, int fd, msghdr *msg, int flags, b
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
             free(iov)
-            return _fail(t, sym, rc, got)
+            return _fail(t, sym, rc, got, e0)
 
 
 # --- send family: a blocking send on a stream socket returns only when everything is queued ---
@@ -216,12 +218,13 @@ cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, i
         e = gh_get_errno()
         if e == ENOTSOCK and from_write:
             t.counters[sym].passthrough += 1
+            gh_set_errno(e0)
             return real_write(fd, buf, n)
         if not _would_block(e):
             return _error(t, sym, how, sent, e)
         rc = _would_block_again(t, fd, POLLOUT, SO_SNDTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
-            return _fail(t, sym, rc, sent)
+            return _fail(t, sym, rc, sent, e0)
 
 
 cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int flags, bint from_writev) noexcept nogil:
@@ -269,6 +272,7 @@ cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int fl
         if e == ENOTSOCK and from_writev and sent == 0:
             t.counters[sym].passthrough += 1
             free(iov)
+            gh_set_errno(e0)
             return real_writev(fd, msg.msg_iov, <int>msg.msg_iovlen)
         if not _would_block(e):
             free(iov)
@@ -276,7 +280,7 @@ cdef ssize_t _sendmsg(gh_thread_t *t, int sym, int fd, const msghdr *msg, int fl
         rc = _would_block_again(t, fd, POLLOUT, SO_SNDTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
             free(iov)
-            return _fail(t, sym, rc, sent)
+            return _fail(t, sym, rc, sent, e0)
 
 
 # --- connect / accept: the only hooks that toggle O_NONBLOCK, and only between two syscalls
@@ -302,7 +306,7 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
     if e == EAGAIN:
         # AF_UNIX with a full backlog: a blocking connect would wait for room.  There is no
         # readiness event for that, so retry with short green sleeps until SO_SNDTIMEO.
-        return _connect_unix_retry(t, fd, fl, addr, alen)
+        return _connect_unix_retry(t, fd, fl, addr, alen, e0)
     deadline = _sock_deadline(fd, SO_SNDTIMEO)  # the fd is known to be blocking: skip F_GETFL
     while True:
         rc = _park_fd(t, fd, POLLOUT, SO_SNDTIMEO, &deadline, GH_SYM_CONNECT)
@@ -347,7 +351,8 @@ cdef int _connect(gh_thread_t *t, int fd, const sockaddr *addr, socklen_t alen) 
         return -1
 
 
-cdef int _connect_unix_retry(gh_thread_t *t, int fd, int fl, const sockaddr *addr, socklen_t alen) noexcept nogil:
+cdef int _connect_unix_retry(gh_thread_t *t, int fd, int fl, const sockaddr *addr, socklen_t alen,
+                             int e0) noexcept nogil:
     cdef int r, e, rc
     cdef int64_t step = 1000000
     cdef int64_t deadline = _sock_deadline(fd, SO_SNDTIMEO)
@@ -368,7 +373,7 @@ cdef int _connect_unix_retry(gh_thread_t *t, int fd, int fl, const sockaddr *add
         fcntl(fd, F_SETFL, fl)
         if r == 0 or e != EAGAIN:
             t.counters[GH_SYM_CONNECT].green += 1
-            gh_set_errno(e)
+            gh_set_errno(e0 if r == 0 else e)
             return r
         if deadline >= 0 and gh_now_ns() >= deadline:
             t.counters[GH_SYM_CONNECT].timeouts += 1
@@ -419,4 +424,4 @@ cdef int _accept(gh_thread_t *t, int sym, int fd, sockaddr *addr, socklen_t *ale
             return <int>_error(t, sym, how, 0, EINVAL)
         rc = _would_block_again(t, fd, POLLIN, SO_RCVTIMEO, &deadline, sym, &how, &dontwait)
         if rc != GH_READY:
-            return <int>_fail(t, sym, rc, 0)
+            return <int>_fail(t, sym, rc, 0, e0)

@@ -237,11 +237,13 @@ cdef inline ssize_t _error(gh_thread_t *t, int sym, int how, ssize_t progress, i
     return -1
 
 
-cdef inline ssize_t _fail(gh_thread_t *t, int sym, int rc, ssize_t progress) noexcept nogil:
-    """Finish a socket call whose wait did not end in readiness."""
+cdef inline ssize_t _fail(gh_thread_t *t, int sym, int rc, ssize_t progress, int e0) noexcept nogil:
+    """Finish a socket call whose wait did not end in readiness.  After partial progress the
+    count is the answer and errno is left as the call found it (``e0``)."""
     if rc == GH_CANCELLED:
         t.counters[sym].cancelled += 1
         if progress > 0:
+            gh_set_errno(e0)
             return progress
         gh_set_errno(ETIMEDOUT)
         return -1
@@ -250,6 +252,7 @@ cdef inline ssize_t _fail(gh_thread_t *t, int sym, int rc, ssize_t progress) noe
     elif rc == GH_TIMEDOUT:
         t.counters[sym].timeouts += 1
     if progress > 0:
+        gh_set_errno(e0)
         return progress
     gh_set_errno(EAGAIN)  # what the kernel returns when SO_RCVTIMEO/SO_SNDTIMEO expires
     return -1
