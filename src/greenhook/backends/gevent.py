@@ -13,6 +13,7 @@ from greenhook.hub import _seconds
 from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
+_IN_EVENTS = READ_EVENTS & ~POLLPRI
 
 
 def _mask(events):
@@ -50,9 +51,11 @@ class GeventBackend(Backend):
         return self.wait_fds(((fd, events),), timeout)
 
     def wait_fds(self, fds, timeout):
-        if any(events & POLLPRI for _, events in fds):
-            # libev and libuv never ask epoll for EPOLLPRI: urgent data would not wake us.
-            # Wake every PRI_PROBE seconds instead; the hook probes with poll(2) and waits again.
+        if any(events & POLLPRI and not events & _IN_EVENTS for _, events in fds):
+            # libev and libuv never ask epoll for EPOLLPRI: urgent data alone would not wake
+            # a wait for POLLPRI only (select's exceptfds).  Wake every PRI_PROBE seconds
+            # instead; the hook probes with poll(2) and waits again.  A wait that also asks
+            # for POLLIN (libcurl asks both) is not polled: the urgent byte comes with data.
             if timeout is None or _check(timeout) > PRI_PROBE:
                 self._wait_fds(fds, PRI_PROBE)
                 return True
