@@ -85,6 +85,17 @@ def pytest_make_collect_report(collector):
             collector.nodeid, _skip_reason(rep.longrepr), CI_NOTE)
 
 
+@pytest.fixture(params=["builtin", "gevent"])
+def hub(request):
+    """Each hub in turn ("builtin", "gevent"); gevent missing fails under CI=true."""
+    if request.param == "gevent":
+        try:
+            import gevent  # noqa: F401
+        except ImportError:
+            skip_or_fail("gevent is not installed")
+    return request.param
+
+
 def run_scenario(code_or_path, timeout=60, env=None, args=()):
     """Run ``code_or_path`` (Python source, or the path of a ``.py`` file) in a new process
     with this interpreter; return ``(returncode, stdout, stderr)``.

@@ -12,16 +12,6 @@ SCRIPT = os.path.join(SCENARIO_DIR, "hardening.py")
 GREEN_TICKS = 10
 
 
-@pytest.fixture(params=["builtin", "gevent"])
-def hub(request):
-    if request.param == "gevent":
-        try:
-            import gevent  # noqa: F401
-        except ImportError:
-            skip_or_fail("gevent is not installed")
-    return request.param
-
-
 def run(case, hub, patched=True, timeout=60):
     """Run one case of tests/scenarios/hardening.py; (results, stderr).  Exit status 0 is
     required; stderr is the caller's to check (one case expects a report there)."""

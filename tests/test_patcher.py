@@ -37,16 +37,6 @@ def scenario(body, timeout=60):
     return run_checked(PRELUDE + textwrap.dedent(body), timeout=timeout)
 
 
-@pytest.fixture(params=["builtin", "gevent"])
-def hub(request):
-    if request.param == "gevent":
-        try:
-            import gevent  # noqa: F401
-        except ImportError:
-            skip_or_fail("gevent is not installed")
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def delay_server():
     from greenhook.samples.server import DelayServer

@@ -35,16 +35,6 @@ H, lib = setup({hub!r}, {variant!r}, patch={patch!r})
 """
 
 
-@pytest.fixture(params=["builtin", "gevent"])
-def hub(request):
-    if request.param == "gevent":
-        try:
-            import gevent  # noqa: F401
-        except ImportError:
-            skip_or_fail("gevent is not installed")
-    return request.param
-
-
 def scenario(hub, body, variant="now", patch=True, timeout=30):
     """Run ``body`` after the prelude (hub chosen, library patched, counters reset) in a
     subprocess; it must exit 0 with a clean stderr.  Returns the ``report()``-ed values."""

@@ -20,14 +20,9 @@ GREEN_BOUND = 2 * DELAY + 0.2
 MIN_TICKS = 10
 
 
-@pytest.fixture(params=["builtin", "gevent"])
-def main_hub(request):
-    if request.param == "gevent":
-        try:
-            import gevent  # noqa: F401
-        except ImportError:
-            skip_or_fail("gevent is not installed")
-    return request.param
+@pytest.fixture
+def main_hub(hub):
+    return hub
 
 
 def delta(before, after, symbol, key):
