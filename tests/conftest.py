@@ -96,6 +96,34 @@ def hub(request):
     return request.param
 
 
+def in_hub_thread(fn, timeout=20):
+    """Run ``fn()`` in a new OS thread (so it gets its own built-in hub), bounded by
+    ``timeout``; destroy that hub after.  Returns ``fn``'s value or raises its exception."""
+    import threading
+
+    from greenhook import hub as builtin_hub
+
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: B902 - handed back to the test
+            out["error"] = exc
+        finally:
+            hub = builtin_hub.get_hub_if_exists()
+            if hub is not None:
+                hub.destroy()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "test body did not finish in %ss" % timeout
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 def run_scenario(code_or_path, timeout=60, env=None, args=()):
     """Run ``code_or_path`` (Python source, or the path of a ``.py`` file) in a new process
     with this interpreter; return ``(returncode, stdout, stderr)``.

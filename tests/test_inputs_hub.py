@@ -22,6 +22,8 @@ import time
 import gevent
 import pytest
 
+from greenhook_test_support import in_hub_thread
+
 from greenhook import InvalidArgument
 from greenhook import hub as H
 from greenhook.backends import get_backend
@@ -38,25 +40,7 @@ NOT_NUMBERS = ("0.1", b"1", object(), complex(1, 0), [0.1], decimal.Decimal("sNa
 
 def in_thread(fn):
     """Run ``fn`` in a new thread (its own hub), bounded; destroy that hub after."""
-    out = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: B902 - handed back to the test
-            out["error"] = exc
-        finally:
-            hub = H.get_hub_if_exists()
-            if hub is not None:
-                hub.destroy()
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(BODY_TIMEOUT)
-    assert not t.is_alive(), "test body did not finish in %ss" % BODY_TIMEOUT
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
+    return in_hub_thread(fn, BODY_TIMEOUT)
 
 
 def heap_ordered(heap):

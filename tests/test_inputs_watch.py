@@ -24,6 +24,8 @@ import warnings
 
 import pytest
 
+from greenhook_test_support import in_hub_thread
+
 from greenhook import InvalidArgument
 from greenhook import _watch
 from greenhook import hub as H
@@ -39,25 +41,7 @@ BAD_THRESHOLDS = [0, 0.0, -0.0, -1, NAN, INF, -INF, 1e300, 10 ** 400, 1e-9, 0.00
 
 def in_thread(fn):
     """Run ``fn`` in a new thread (its own hub), bounded; destroy that hub after."""
-    out = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: B902 - handed back to the test
-            out["error"] = exc
-        finally:
-            hub = H.get_hub_if_exists()
-            if hub is not None:
-                hub.destroy()
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(BODY_TIMEOUT)
-    assert not t.is_alive(), "test body did not finish in %ss" % BODY_TIMEOUT
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
+    return in_hub_thread(fn, BODY_TIMEOUT)
 
 
 def monitor_threads():
