@@ -117,3 +117,14 @@ def test_10000_concurrent_lookups(hub):
     base = rounds[1]["rss"]
     assert max(rd["rss"] for rd in rounds[2:]) <= base + 6 * 1024, [rd["rss"] for rd in rounds]
     assert base <= rounds[0]["rss"] + 40 * 1024
+
+
+def test_fork_with_lookups_in_flight(hub):
+    """fork() while five lookups are parked: parent and child both get the right answers in
+    about the 0.5 s server delay (the child's new workers re-run the jobs with resolver state
+    of their own), and the child's pool serves new lookups."""
+    r = scenario("dns_fork.py", hub)
+    assert r["child_status"] == 0
+    assert r["parent_same"] and r["parent_wall"] < 0.8, r
+    assert r["child_same"] and r["child_again"] and r["child_wall"] < 1.3, r
+    assert r["child_pool"]["live"] == 0

@@ -186,13 +186,28 @@ static void gh_dns_run(gh_dns_job *j) {
     j->therr = h_errno;
 }
 
+/* Every live worker's resolver state (its thread's ``_res``).  In a forked child, glibc hands
+ * new threads the cached stacks of the parent's threads with their static TLS as it was
+ * (seen on glibc 2.36): a worker started in the child would find a parent worker's resolver
+ * state with its open UDP sockets -- the very sockets the parent's worker reads, so the child
+ * would take the parent's answers and both would time out.  The child closes its copies of
+ * those sockets at fork time, when the fd numbers are certainly still theirs. */
+typedef struct gh_dns_worker_s { struct gh_dns_worker_s *next; res_state st; } gh_dns_worker_t;
+static gh_dns_worker_t *gh_dns_workers;
+typedef void (*gh_res_nclose_t)(res_state);
+static gh_res_nclose_t gh_real_res_nclose;
+
 static void *gh_dns_worker(void *arg) {
     gh_dns_job *j;
     struct timespec until;
     uint64_t one = 1;
     int rc;
+    gh_dns_worker_t self;
     (void)arg;
+    self.st = __res_state();
     pthread_mutex_lock(&gh_dns_mu);
+    self.next = gh_dns_workers;
+    gh_dns_workers = &self;
     for (;;) {
         rc = 0;
         while (gh_dns_qhead == NULL && gh_dns_threads <= gh_dns_max && rc != ETIMEDOUT) {
@@ -225,6 +240,11 @@ static void *gh_dns_worker(void *arg) {
         if (write(j->efd, &one, sizeof one) < 0) { /* a non-blocking eventfd cannot be full here */ }
     }
     gh_dns_threads--;
+    {
+        gh_dns_worker_t **p = &gh_dns_workers;
+        while (*p != &self) p = &(*p)->next;
+        *p = self.next;
+    }
     pthread_mutex_unlock(&gh_dns_mu);
     return NULL;
 }
@@ -329,6 +349,14 @@ static void gh_dns_child(void) {
     int n;
     memcpy(&gh_dns_mu, &mu, sizeof mu);
     memcpy(&gh_dns_cv, &cv, sizeof cv);
+    gh_dns_worker_t *w;
+    for (w = gh_dns_workers; w != NULL; w = w->next) {
+        if (w->st->options & RES_INIT) {
+            if (gh_real_res_nclose) gh_real_res_nclose(w->st);   /* this process's copies */
+            w->st->options &= ~RES_INIT;
+        }
+    }
+    gh_dns_workers = NULL;      /* those threads (and their stack frames) are not in the child */
     gh_dns_threads = gh_dns_idle = gh_dns_queued = 0;
     gh_dns_qhead = gh_dns_qtail = NULL;
     for (j = gh_dns_live; j != NULL; j = next) {
@@ -352,6 +380,7 @@ static void gh_dns_child(void) {
 }
 
 static int gh_dns_init(void) {
+    gh_real_res_nclose = (gh_res_nclose_t)dlsym(RTLD_DEFAULT, "__res_nclose");
     gh_real_getaddrinfo = (gh_getaddrinfo_t)dlsym(RTLD_DEFAULT, "getaddrinfo");
     gh_real_freeaddrinfo = (gh_freeaddrinfo_t)dlsym(RTLD_DEFAULT, "freeaddrinfo");
     gh_real_getnameinfo = (gh_getnameinfo_t)dlsym(RTLD_DEFAULT, "getnameinfo");
