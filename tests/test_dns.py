@@ -128,3 +128,13 @@ def test_fork_with_lookups_in_flight(hub):
     assert r["parent_same"] and r["parent_wall"] < 0.8, r
     assert r["child_same"] and r["child_again"] and r["child_wall"] < 1.3, r
     assert r["child_pool"]["live"] == 0
+
+
+def test_pass_through_rules(hub):
+    """An unbound OS thread calls libc directly; the hub greenlet cannot park, so its lookup
+    blocks its OS thread (counted as blocked); the answers are glibc's either way."""
+    r = scenario("dns_passthrough.py", hub)
+    assert r["other_same"] and r["unbound"]["passthrough"] == 1 and r["unbound"]["calls"] == 1
+    assert r["in_hub_same"] and r["in_hub"]["blocked"] == 1 and r["in_hub"]["calls"] == 1
+    assert r["in_hub_static_same"] and r["in_hub_static"]["blocked"] == 1
+    assert r["pool"]["live"] == 0
