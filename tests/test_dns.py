@@ -114,9 +114,11 @@ def test_10000_concurrent_lookups(hub):
         assert rd["pool"]["threads"] <= 64
     assert r["stats"]["green"] >= 50000 and r["stats"]["cancelled"] > 0
     assert r["stats"]["blocked"] == 0
-    base = rounds[1]["rss"]
-    assert max(rd["rss"] for rd in rounds[2:]) <= base + 6 * 1024, [rd["rss"] for rd in rounds]
-    assert base <= rounds[0]["rss"] + 40 * 1024
+    # RSS (kB, after malloc_trim) wanders by a few MB between rounds on a shared machine; a
+    # leak of even 200 bytes per lookup would add 8 MB over the 40,000 lookups of rounds 3-5
+    base = max(rounds[0]["rss"], rounds[1]["rss"])
+    assert max(rd["rss"] for rd in rounds[2:]) <= base + 8 * 1024, [rd["rss"] for rd in rounds]
+    assert rounds[1]["rss"] <= rounds[0]["rss"] + 40 * 1024
 
 
 def test_fork_with_lookups_in_flight(hub):
@@ -138,3 +140,26 @@ def test_pass_through_rules(hub):
     assert r["in_hub_same"] and r["in_hub"]["blocked"] == 1 and r["in_hub"]["calls"] == 1
     assert r["in_hub_static_same"] and r["in_hub_static"]["blocked"] == 1
     assert r["pool"]["live"] == 0
+
+
+def test_configure_resolver_threads():
+    """configure(resolver_threads=N) sets the pool's bound and returns the previous one; other
+    values are refused with InvalidArgument, changing nothing."""
+    code = """if True:
+        import greenhook, ghscen
+        hooks = greenhook._core.hooks()
+        before = hooks.resolver_pool()["max"]
+        old = greenhook.configure(resolver_threads=7)
+        errors = []
+        for bad in (0, -1, 5000, 2.5, "8", True):
+            try:
+                greenhook.configure(resolver_threads=bad)
+            except greenhook.InvalidArgument as exc:
+                errors.append(type(exc).__name__)
+        ghscen.report(before=before, old=old, now=hooks.resolver_pool()["max"], errors=errors,
+                      back=greenhook.configure(resolver_threads=before))
+    """
+    r = run_checked(code)
+    assert r["before"] == 64 and r["old"] == {"resolver_threads": 64} and r["now"] == 7
+    assert r["errors"] == ["InvalidArgument"] * 6
+    assert r["back"] == {"resolver_threads": 7}

@@ -207,8 +207,9 @@ cdef int _getaddrinfo(gh_thread_t *t, const char *node, const char *service, con
         _dns_cancelled(NULL)
         return EAI_SYSTEM
     rc = j.rc
-    res[0] = j.res
-    j.res = NULL            # the caller's now: freed by its freeaddrinfo (the same libc)
+    if rc == 0:
+        res[0] = j.res      # (on failure glibc leaves *res alone)
+        j.res = NULL        # the caller's now: freed by its freeaddrinfo (the same libc)
     _dns_errnos(j)
     gh_dns_free(j)
     return rc
