@@ -133,9 +133,11 @@ def test_fork_with_lookups_in_flight(hub):
 
 
 def test_pass_through_rules(hub):
-    """An unbound OS thread calls libc directly; the hub greenlet cannot park, so its lookup
-    blocks its OS thread (counted as blocked); the answers are glibc's either way."""
+    """An unbound OS thread calls libc directly; the hub greenlet, or a bound thread with no hub
+    yet, cannot park, so its lookup blocks its OS thread (counted as blocked); the answers are
+    glibc's either way."""
     r = scenario("dns_passthrough.py", hub)
+    assert r["no_hub_before"] and r["no_hub_same"] and r["no_hub"]["blocked"] == 1
     assert r["other_same"] and r["unbound"]["passthrough"] == 1 and r["unbound"]["calls"] == 1
     assert r["in_hub_same"] and r["in_hub"]["blocked"] == 1 and r["in_hub"]["calls"] == 1
     assert r["in_hub_static_same"] and r["in_hub_static"]["blocked"] == 1
