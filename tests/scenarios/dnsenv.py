@@ -57,6 +57,8 @@ class Env:
             "nsswitch.conf": "hosts: files dns\nservices: files\nprotocols: files\n",
         }
         for name, text in files.items():
+            if name == "nsswitch.conf" and not os.path.exists("/etc/" + name):
+                continue    # glibc's default without one: files, then dns
             path = os.path.join(self.tmp, name)
             with open(path, "w") as f:
                 f.write(text)
