@@ -58,7 +58,7 @@ class Env:
         }
         for name, text in files.items():
             if name == "nsswitch.conf" and not os.path.exists("/etc/" + name):
-                continue    # glibc's default without one: files, then dns
+                continue    # then glibc's built-in default applies (both sides alike)
             path = os.path.join(self.tmp, name)
             with open(path, "w") as f:
                 f.write(text)
