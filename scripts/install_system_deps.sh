@@ -44,6 +44,7 @@ PACKAGES=(
     "binutils"
     "procps"
     "util-linux"
+    "iproute2"          # ip link set lo up in the DNS tests' network namespace
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})

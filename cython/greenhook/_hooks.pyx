@@ -24,6 +24,7 @@ The code is split by concept into ``hooks/*.pxi`` (included here, so that everyt
 * ``sockets.pxi``    the receive and send families, connect, accept;
 * ``readiness.pxi``  poll, ppoll, select, pselect;
 * ``sleep.pxi``      sleep, usleep, nanosleep, clock_nanosleep;
+* ``resolve.pxi``    name lookups on the native resolver pool (``includes/gh_dns.h``);
 * ``entry.pxi``      the ``gh_<libc name>`` entry points with the exact libc signatures;
 * ``face.pxi``       the Python face: hook table, thread binding, counters.
 """
@@ -124,5 +125,6 @@ include "hooks/wait.pxi"
 include "hooks/sockets.pxi"
 include "hooks/readiness.pxi"
 include "hooks/sleep.pxi"
+include "hooks/resolve.pxi"
 include "hooks/entry.pxi"
 include "hooks/face.pxi"
