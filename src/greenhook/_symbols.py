@@ -43,7 +43,15 @@ HOOKED = (
     ("nanosleep", "nanosleep", "sleep"),
     ("__nanosleep", "nanosleep", "sleep (glibc alias)"),
     ("clock_nanosleep", "clock_nanosleep", "sleep (relative; TIMER_ABSTIME passes through)"),
+    # The loader: never waits.  Auto mode (greenhook.patch_all) patches what it loaded.
+    ("dlopen", "dlopen", "library loading (auto mode patches what it loads)"),
+    ("dlmopen", "dlmopen", "library loading (auto mode patches what it loads)"),
 )
+
+#: the loader rows of HOOKED: patched only in auto mode, and only in objects without
+#: DT_RUNPATH/DT_RPATH (the loader searches the *caller's* run path; through a hook the caller
+#: would be greenhook, so such objects are covered by the counter check instead)
+LOADER = ("dlopen", "dlmopen")
 
 #: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
 CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))

@@ -33,6 +33,9 @@ cdef dict _HOOK_FUNCS = {
     "__recvfrom_chk": <uintptr_t>gh___recvfrom_chk,
     "__poll_chk": <uintptr_t>gh___poll_chk,
     "__ppoll_chk": <uintptr_t>gh___ppoll_chk,
+    # the loader (auto mode: patch what C code loads)
+    "dlopen": <uintptr_t>gh_dlopen,
+    "dlmopen": <uintptr_t>gh_dlmopen,
 }
 
 
