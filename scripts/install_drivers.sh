@@ -41,6 +41,8 @@ PYMYSQL_VERSION=1.2.4
 PSYCOGREEN_VERSION=1.0.2
 GEVENT_VERSION=26.9.0
 PYTEST_VERSION=9.2.0
+PYODBC_VERSION=5.5.0       # auto mode (issue 10): unixODBC dlopens the ODBC driver at connect
+PYTHON_LDAP_VERSION=3.4.8  # auto mode (issue 10): libldap
 
 # The C drivers: "dist==version import.name.of.extension system-library-soname"
 C_DRIVERS=(
@@ -48,6 +50,8 @@ C_DRIVERS=(
     "psycopg2==$PSYCOPG2_VERSION psycopg2._psycopg libpq.so.5"
     "pylibmc==$PYLIBMC_VERSION _pylibmc libmemcached.so"
     "pycurl==$PYCURL_VERSION pycurl libcurl.so.4"
+    "pyodbc==$PYODBC_VERSION pyodbc libodbc.so.2"
+    "python-ldap==$PYTHON_LDAP_VERSION _ldap libldap"
 )
 PURE=(
     "PyMySQL==$PYMYSQL_VERSION"

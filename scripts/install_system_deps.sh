@@ -44,6 +44,14 @@ PACKAGES=(
     "binutils"
     "procps"
     "util-linux"
+    # auto mode (issue 10): pyodbc + unixODBC with the MariaDB and PostgreSQL ODBC drivers
+    # (dlopened at the first connect), python-ldap (libldap) against a throwaway slapd
+    "unixodbc-dev"
+    "odbc-mariadb"
+    "odbc-postgresql"
+    "libldap-dev|libldap2-dev"
+    "libsasl2-dev"
+    "slapd"
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})
