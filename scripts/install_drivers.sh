@@ -43,6 +43,8 @@ GEVENT_VERSION=26.9.0
 PYTEST_VERSION=9.2.0
 PYODBC_VERSION=5.5.0       # auto mode (issue 10): unixODBC dlopens the ODBC driver at connect
 PYTHON_LDAP_VERSION=3.4.8  # auto mode (issue 10): libldap
+PYASN1_VERSION=0.6.5       # python-ldap's pure-Python dependencies
+PYASN1_MODULES_VERSION=0.4.2
 
 # The C drivers: "dist==version import.name.of.extension system-library-soname"
 C_DRIVERS=(
@@ -58,6 +60,8 @@ PURE=(
     "psycogreen==$PSYCOGREEN_VERSION"
     "gevent==$GEVENT_VERSION"
     "pytest==$PYTEST_VERSION"
+    "pyasn1==$PYASN1_VERSION"
+    "pyasn1-modules==$PYASN1_MODULES_VERSION"
 )
 BINARY=(
     "psycopg2-binary==$PSYCOPG2_VERSION"
