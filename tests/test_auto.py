@@ -38,6 +38,18 @@ def loader_so(tmp_path_factory):
     return str(so)
 
 
+@pytest.fixture(scope="module")
+def loader_rp_so(loader_so):
+    """The same loader with a DT_RUNPATH: auto mode leaves its dlopen slot alone (through a
+    hook the loader would search greenhook's run path, not the caller's)."""
+    cc = (os.environ.get("CC") or "cc").split()
+    d = os.path.dirname(loader_so)
+    so = os.path.join(d, "libghloader_rp.so")
+    subprocess.run(cc + ["-shared", "-fPIC", "-O2", "-o", so, os.path.join(d, "ghloader.c"),
+                         "-ldl", "-Wl,--enable-new-dtags,-rpath," + d], check=True)
+    return so
+
+
 def _scenario(*args, env=None):
     return run_checked(os.path.join(SCENARIO_DIR, "auto_load.py"), timeout=60,
                        args=[str(a) for a in args], env=env)
@@ -76,6 +88,16 @@ def test_dlopen_by_a_patched_library(hub, loader_so):
     assert "libghsample_noplt.so" in res["after_dlopen"], res
     assert res["dlerror_after"] is None, res
     print("\n[auto dlopen %s] %.3f s, %d ticks" % (hub, res["elapsed"], res["ticks"]))
+    _assert_concurrent(res)
+
+
+def test_load_by_unpatched_code_caught_at_the_next_wait(hub, loader_rp_so):
+    res = _scenario(hub, "counter", loader_rp_so)
+    assert res["loader_patched"] == [{}], res    # patched, but not its dlopen slot
+    assert res["handle"] is True
+    assert "libghsample_addrtaken.so" not in res["after_dlopen"], res
+    assert "libghsample_addrtaken.so" in res["after_wait"], res
+    print("\n[auto counter %s] %.3f s, %d ticks" % (hub, res["elapsed"], res["ticks"]))
     _assert_concurrent(res)
 
 
@@ -140,3 +162,23 @@ print("GHRESULT " + json.dumps({"patched": [r.soname for r in greenhook.patched_
 """
     res = run_checked(code)
     assert res == {"patched": [], "auto": False}
+
+
+def test_worker_threads_pass_through():
+    """Auto mode binds the thread that called patch_all; a load in a worker thread is
+    patched, and the worker stays unbound (its calls pass straight through)."""
+    code = r"""
+import json, threading
+import greenhook
+from greenhook import samples
+greenhook.patch_all(backend="builtin")
+box = {}
+def worker():
+    samples.ctypes_lib("now")
+    box["worker_backend"] = greenhook.current_backend()
+t = threading.Thread(target=worker); t.start(); t.join()
+print("GHRESULT " + json.dumps({
+    "main": greenhook.current_backend().name, "worker": box["worker_backend"],
+    "patched": "libghsample_now.so" in {r.soname for r in greenhook.patched_libraries()}}))
+"""
+    assert run_checked(code) == {"main": "builtin", "worker": None, "patched": True}

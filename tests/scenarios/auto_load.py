@@ -8,6 +8,9 @@
 * ``dlopen``  -- LOADER_SO (a tiny C library, loaded after patch_all, exporting
   ``ghl_open(path)`` = ``dlopen(path, RTLD_NOW)``) loads ``libghsample_noplt.so``: its
   patched ``dlopen`` slot catches it.
+* ``counter`` -- the same with a LOADER_SO that has a run path (so its dlopen slot is left
+  alone): the sample it loads is caught by the load-counter check at the next wait of a
+  hooked call (one request through the already patched ``libghsample_now.so``).
 
 Each case checks that the new objects are patched right after the load (before any wait,
 so the counter check at the next wait cannot be what found them), then runs 20 concurrent
@@ -47,6 +50,19 @@ def main():
         else:
             if case == "ctypes":
                 lib = samples.ctypes_lib("lazy")
+            elif case == "counter":
+                first = samples.load("now")
+                loader = ctypes.CDLL(sys.argv[3])
+                loader.ghl_open.restype = ctypes.c_void_p
+                loader.ghl_open.argtypes = [ctypes.c_char_p]
+                out["loader_patched"] = [r.symbols for r in greenhook.patched_libraries()
+                                         if r.library.endswith("libghloader_rp.so")]
+                out["handle"] = bool(loader.ghl_open(samples.library_path("addrtaken").encode()))
+                out["after_dlopen"] = patched_names()
+                # one hooked call that waits (in a greenlet): the counter check runs there
+                hub.join([hub.spawn(first.request, "send_recv", srv.tcp_port, 50, b"x")])
+                out["after_wait"] = patched_names()
+                lib = samples.ctypes_lib("addrtaken")
             else:
                 greenhook.reset_stats()
                 loader = ctypes.CDLL(sys.argv[3])
