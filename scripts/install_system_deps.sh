@@ -142,6 +142,16 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${chosen[@]}"
 
+# slapd: the tests run their own throwaway instance (scripts/services.py), never the package's
+# default one. policy-rc.d kept it from starting; if it started anyway, stop it.
+case " ${chosen[*]} " in
+    *" slapd "*)
+        if [ -f /run/slapd/slapd.pid ] && kill -0 "$(cat /run/slapd/slapd.pid)" 2>/dev/null; then
+            echo "install_system_deps.sh: stopping the slapd instance the package started"
+            $SUDO kill "$(cat /run/slapd/slapd.pid)" || true
+        fi ;;
+esac
+
 # Verify: every entry must now be satisfied.
 fail=0
 for entry in "${PACKAGES[@]}"; do
