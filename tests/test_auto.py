@@ -78,6 +78,14 @@ def test_ctypes_cdll_after_patch_all(hub):
     _assert_concurrent(res)
 
 
+def test_unloaded_and_loaded_again_is_patched_again(hub):
+    res = _scenario(hub, "reload")
+    assert "libghsample_fortify.so" in res["first"], res
+    assert "libghsample_fortify.so" in res["after_load"], res
+    print("\n[auto reload %s] %.3f s, %d ticks" % (hub, res["elapsed"], res["ticks"]))
+    _assert_concurrent(res)
+
+
 def test_dlopen_by_a_patched_library(hub, loader_so):
     res = _scenario(hub, "dlopen", loader_so)
     # the loader library was patched (ctypes) with its dlopen slot hooked ...

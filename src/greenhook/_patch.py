@@ -552,7 +552,9 @@ def patch_new_objects():
     _elf, _ = _native()
     reports = []
     with _lock:
-        for obj in _elf.loaded_objects():
+        objs = _elf.loaded_objects()
+        _forget_unloaded(_elf, objs)
+        for obj in objs:
             key = (obj.base, obj.path)
             if key in _considered:
                 continue
@@ -569,6 +571,21 @@ def patch_new_objects():
             except GreenhookError as exc:
                 _refused[path] = f"patching failed: {exc}"
     return reports
+
+
+def _forget_unloaded(_elf, objs):
+    """Forget objects that were unloaded (``dlclose``), and objects loaded again at the same
+    address (their first slot no longer holds our hook): they are decided on afresh."""
+    present = {(o.base, o.path) for o in objs}
+    for key in [k for k in _considered if k not in present]:
+        _considered.discard(key)
+    for base, done in list(_registry.items()):
+        key = (base, done.obj.path)
+        if key not in present:
+            del _registry[base]     # its memory is gone: nothing to restore
+        elif done.slots and _elf.read_slot(done.slots[0][0]) != done.slots[0][2]:
+            del _registry[base]     # a new copy at the same address
+            _considered.discard(key)
 
 
 def start_auto(skip=(), allow=None):

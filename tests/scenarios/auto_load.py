@@ -31,6 +31,13 @@ def patched_names():
     return sorted(r.soname or r.library for r in greenhook.patched_libraries())
 
 
+def mapped_at(name):
+    """Lowest address ``name`` is mapped at (None when not mapped)."""
+    with open("/proc/self/maps") as f:
+        starts = [int(ln.split("-")[0], 16) for ln in f if ln.rstrip().endswith("/" + name)]
+    return min(starts) if starts else None
+
+
 def main():
     hub_name, case = sys.argv[1], sys.argv[2]
     hub = ghscen.Hub(hub_name)
@@ -50,6 +57,23 @@ def main():
         else:
             if case == "ctypes":
                 lib = samples.ctypes_lib("lazy")
+            elif case == "reload":
+                # loaded, patched, unloaded, loaded again (at the same address, likely):
+                # the new copy is patched too
+                import _ctypes
+                first = ctypes.CDLL(samples.library_path("fortify"))
+                out["first"] = patched_names()
+                out["base_first"] = mapped_at("libghsample_fortify.so")
+                _ctypes.dlclose(first._handle)
+                del first
+                out["unloaded"] = patched_names()
+                lib = ctypes.CDLL(samples.library_path("fortify"))
+                out["base_again"] = mapped_at("libghsample_fortify.so")
+                lib.ghs_request.restype = ctypes.c_int
+                lib.ghs_request.argtypes = [
+                    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
+                    ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                    ctypes.c_void_p]
             elif case == "counter":
                 first = samples.load("now")
                 loader = ctypes.CDLL(sys.argv[3])
