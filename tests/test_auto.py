@@ -19,8 +19,10 @@ MIN_TICKS = 8      # ~20 ticks in a greened 0.2 s run; 0-1 when the hub is block
 
 # A library that loads another with dlopen: what unixODBC does with the ODBC driver.
 LOADER_C = r"""
+#define _GNU_SOURCE
 #include <dlfcn.h>
 void *ghl_open(const char *path) { return dlopen(path, RTLD_NOW | RTLD_LOCAL); }
+void *ghl_mopen(const char *path) { return dlmopen(LM_ID_NEWLM, path, RTLD_NOW); }
 const char *ghl_error(void) { return dlerror(); }
 """
 
@@ -89,7 +91,7 @@ def test_unloaded_and_loaded_again_is_patched_again(hub):
 def test_dlopen_by_a_patched_library(hub, loader_so):
     res = _scenario(hub, "dlopen", loader_so)
     # the loader library was patched (ctypes) with its dlopen slot hooked ...
-    assert res["loader_patched"] == [{"dlopen": 1}], res
+    assert res["loader_patched"] == [{"dlopen": 1, "dlmopen": 1}], res
     # ... and the sample it dlopened was patched by that hook, before any wait
     assert res["handle"] is True
     assert res["dlopen_calls"] >= 1, res
@@ -190,3 +192,31 @@ print("GHRESULT " + json.dumps({
     "patched": "libghsample_now.so" in {r.soname for r in greenhook.patched_libraries()}}))
 """
     assert run_checked(code) == {"main": "builtin", "worker": None, "patched": True}
+
+
+def test_dlmopen_namespace_is_left_alone(loader_so):
+    """An object loaded into a new link-map namespace (dlmopen LM_ID_NEWLM, through the
+    patched loader's hooked dlmopen) is left alone: it has its own libc, whose errno the hooks
+    cannot set (glibc's dl_iterate_phdr does not even show it to the base namespace; should
+    one that does, auto mode refuses it by its namespace)."""
+    code = r"""
+import ctypes, json, os, sys
+import greenhook
+from greenhook import samples
+greenhook.patch_all(backend="builtin")
+loader = ctypes.CDLL(sys.argv[1])
+loader.ghl_mopen.restype = ctypes.c_void_p
+loader.ghl_mopen.argtypes = [ctypes.c_char_p]
+handle = loader.ghl_mopen(samples.library_path("now").encode())
+libs = greenhook.patched_libraries()
+print("GHRESULT " + json.dumps({
+    "handle": bool(handle),
+    "mopen_slot": [r.symbols.get("dlmopen") for r in libs if r.library == os.path.realpath(sys.argv[1])],
+    "patched": [r.soname for r in libs if r.soname == "libghsample_now.so"],
+    "refused": [v for k, v in libs.refused.items() if k.endswith("libghsample_now.so")]}))
+"""
+    res = run_checked(code, args=[loader_so])
+    assert res["handle"] is True
+    assert res["mopen_slot"] == [1], res
+    assert res["patched"] == [], res
+    assert all("namespace" in why for why in res["refused"]), res

@@ -533,6 +533,10 @@ def _auto_decide(obj, policy):
     why = _refusal(obj)
     if why:
         return why
+    segs = obj.segments
+    if segs and _core.hooks().namespace_of(segs[0][0]) > 0:
+        return ("it lives in another link-map namespace (dlmopen): its own copy of libc keeps "
+                "its own errno, which the hooks cannot set")
     if _is_system_runtime(obj):
         return "it is part of the system runtime (left out, as by patch_module)"
     hit = _matches(obj, policy.skip)

@@ -31,7 +31,19 @@ cdef extern from *:
     #endif
     }
     typedef long gh_lmid_t;
+    /* The link-map namespace of the object mapped at addr (0: the base one), -1 if unknown. */
+    static long gh_namespace_of(uintptr_t addr) {
+        Dl_info info;
+        void *lm = NULL;
+        Lmid_t lmid = -1;
+        if (!dladdr1((void *)addr, &info, &lm, RTLD_DL_LINKMAP) || lm == NULL)
+            return -1;
+        if (dlinfo(lm, RTLD_DI_LMID, &lmid) != 0)
+            return -1;
+        return (long)lmid;
+    }
     """
+    long gh_namespace_of(uintptr_t addr) nogil
     int gh_dl_enter() nogil
     void gh_dl_leave() nogil
     int gh_py_alive() nogil
@@ -156,3 +168,11 @@ def check_loads():
 def load_count():
     """The loader's count of objects added since start-up (``dlpi_adds``)."""
     return _load_count()
+
+
+def namespace_of(uintptr_t address):
+    """The link-map namespace (``Lmid_t``; 0 = the base one) of the object mapped at
+    ``address``, or -1 when the loader does not know it.  Clears any ``dlerror()`` it caused."""
+    cdef long lmid = gh_namespace_of(address)
+    dlerror()
+    return lmid
