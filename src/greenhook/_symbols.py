@@ -54,7 +54,15 @@ HOOKED = (
     ("gethostbyaddr_r", "gethostbyaddr_r", "reverse lookup (on the resolver pool)"),
     ("res_query", "res_query", "DNS query (on the resolver pool, default resolver state)"),
     ("res_search", "res_search", "DNS query (on the resolver pool, default resolver state)"),
+    # The loader: never waits.  Auto mode (greenhook.patch_all) patches what it loaded.
+    ("dlopen", "dlopen", "library loading (auto mode patches what it loads)"),
+    ("dlmopen", "dlmopen", "library loading (auto mode patches what it loads)"),
 )
+
+#: the loader rows of HOOKED: patched only in auto mode, and only in objects without
+#: DT_RUNPATH/DT_RPATH (the loader searches the *caller's* run path; through a hook the caller
+#: would be greenhook, so such objects are covered by the counter check instead)
+LOADER = ("dlopen", "dlmopen")
 
 #: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
 CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))

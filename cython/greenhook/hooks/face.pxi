@@ -44,6 +44,9 @@ cdef dict _HOOK_FUNCS = {
     "gethostbyaddr_r": <uintptr_t>gh_gethostbyaddr_r,
     "res_query": <uintptr_t>gh_res_query,
     "res_search": <uintptr_t>gh_res_search,
+    # the loader (auto mode: patch what C code loads)
+    "dlopen": <uintptr_t>gh_dlopen,
+    "dlmopen": <uintptr_t>gh_dlmopen,
 }
 
 
