@@ -44,6 +44,11 @@ PACKAGES=(
     "binutils"
     "procps"
     "util-linux"
+    # packaging and aarch64 tests (tests/test_packaging.py, scripts/aarch64.sh): auditwheel
+    # needs patchelf; the aarch64 core is cross-compiled and run under user-mode emulation
+    "patchelf"
+    "gcc-aarch64-linux-gnu"
+    "qemu-user-static"
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})

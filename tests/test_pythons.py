@@ -98,7 +98,7 @@ def venv_python(request):
         t0 = time.monotonic()
         # build tools and runtime dependencies (wheels: the newest gevent for 3.9 is an sdist
         # that takes minutes to build); then greenhook without build isolation
-        _run(pip + ["--prefer-binary", "Cython>=3.0", "setuptools>=64", "wheel", "greenlet>=2.0",
+        _run(pip + ["--prefer-binary", "Cython>=3.0", "setuptools>=77", "wheel", "greenlet>=2.0",
                     "gevent>=22.10"],
              900, "installing the build tools with %s" % py)
         _run(pip + ["--no-deps", "--no-build-isolation", "--force-reinstall", ROOT], 900,

@@ -1,10 +1,15 @@
 """Public wiring between the hooks and the hub backends: which backend a thread waits on."""
 
+from __future__ import annotations
+
+from typing import Dict, Optional, Union
+
 from greenhook import _core, _watch, backends
+from greenhook.backends.base import Backend
 from greenhook.exceptions import InvalidArgument
 
 
-def use(name):
+def use(name: Union[str, Backend]) -> Backend:
     """Choose the hub backend (``"builtin"``, ``"gevent"`` or a Backend instance) for hooked
     calls made in this OS thread, and make it the default for threads bound later.
 
@@ -18,18 +23,18 @@ def use(name):
     return backend
 
 
-def enable_thread(backend=None):
+def enable_thread(backend: Union[str, Backend, None] = None) -> None:
     """Let hooked calls in the calling OS thread wait greenly (e.g. a thread running its own
     hub).  ``backend``: a name or instance; None follows the default."""
     _core.bind_current_thread(backend)
 
 
-def disable_thread():
+def disable_thread() -> None:
     """Hooked calls in the calling OS thread pass straight through to libc again."""
     _core.hooks().unbind_thread()
 
 
-def current_backend():
+def current_backend() -> Optional[Backend]:
     """The backend hooked calls in this thread would wait on now, or None if unbound."""
     st = _core.hooks().thread_state()
     if st is None:
@@ -37,7 +42,7 @@ def current_backend():
     return st.backend if st.backend is not None else _core.resolve_backend()
 
 
-def configure(shutdown_cancelled_sockets=None):
+def configure(shutdown_cancelled_sockets: Optional[bool] = None) -> Dict[str, bool]:
     """Set process-wide options; returns the previous values of those given.
 
     ``shutdown_cancelled_sockets`` (default True): when a kill or timeout cancels a call parked
@@ -57,11 +62,11 @@ def configure(shutdown_cancelled_sockets=None):
     return previous
 
 
-def stats():
+def stats() -> Dict[str, Dict[str, int]]:
     """{symbol: {"calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled",
     "blocked"}} summed over all threads; symbols never called are left out."""
     return _core.hooks().stats()
 
 
-def reset_stats():
+def reset_stats() -> None:
     _core.hooks().reset_stats()
