@@ -48,6 +48,7 @@ PACKAGES=(
     # needs patchelf; the aarch64 core is cross-compiled and run under user-mode emulation
     "patchelf"
     "gcc-aarch64-linux-gnu"
+    "libc6-dev-arm64-cross"
     "qemu-user-static"
 )
 # shellcheck disable=SC2206
