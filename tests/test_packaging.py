@@ -117,8 +117,8 @@ def test_mypy_public_api_is_typed():
     passes ``--strict`` (which refuses any call to an untyped function)."""
     with zipfile.ZipFile(dists()["repaired"]) as z:
         assert "greenhook/py.typed" in z.namelist()
-    run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=ROOT, timeout=300)
-    run([sys.executable, "-m", "mypy", "--no-incremental", "--strict",
+    run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir=/dev/null"], cwd=ROOT, timeout=300)
+    run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir=/dev/null", "--strict",
          "--follow-imports=silent", os.path.join("tests", "typecheck", "public_api.py")],
         cwd=ROOT, timeout=300)
 
@@ -134,7 +134,7 @@ def test_mypy_refuses_an_untyped_public_function(tmp_path):
     assert "def reset_stats() -> None:" in text
     api.write_text(text.replace("def reset_stats() -> None:", "def reset_stats():"))
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-incremental", "--strict", "--follow-imports=silent",
+        [sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir=/dev/null", "--strict", "--follow-imports=silent",
          "--config-file", os.path.join(ROOT, "pyproject.toml"),
          os.path.join(ROOT, "tests", "typecheck", "public_api.py")],
         cwd=str(tmp_path), env=dict(os.environ, MYPYPATH=str(tmp_path / "src")),
