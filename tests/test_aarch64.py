@@ -147,21 +147,25 @@ def _objdump_loop(lib):
     return body
 
 
-@pytest.mark.parametrize("flags", [["-fno-plt"], ["-fplt"]], ids=["noplt", "plt"])
-def test_aarch64_register_cached_got_address(aarch64_python, tmp_path, flags):
+@pytest.mark.parametrize("flags, binding", [(["-fno-plt"], "now"), (["-fplt"], "now"),
+                                           (["-fplt"], "lazy")],
+                         ids=["noplt", "plt-now", "plt-lazy"])
+def test_aarch64_register_cached_got_address(aarch64_python, tmp_path, flags, binding):
     """plthook's known aarch64 hazard, checked for greenhook: under ``-O2 -fno-plt`` GCC for
     aarch64 loads a callee's GOT slot once (``adrp``/``ldr x23``) and calls it in a loop with
     ``blr x23``; x86_64's ``-fno-plt`` reloads the slot at every ``call *slot(%rip)``.  So on
     aarch64 a C function already running when the slot is patched keeps calling the
     original until it returns; its next activation is greened.  Through the PLT (``-fplt``,
-    lazy or not) every call reloads the slot: a patch mid-activation takes effect at once.
+    lazy or not) every call reloads the slot: a patch mid-activation takes effect at once --
+    also when the first call of that activation was the one that bound the slot lazily
+    (plthook's failing case had ``-fno-plt``: its GLOB_DAT slot was loaded into a register).
     The sample ``noplt`` library does the same (recv_exact keeps recv in x25): patch before the
     library's calls start (README, Known limits)."""
     src = tmp_path / "hazard.c"
     src.write_text(HAZARD_C)
     lib = str(tmp_path / "libhazard.so")
     subprocess.run([CROSS_CC, "-O2", "-fPIC", "-shared", *flags, "-o", lib, str(src),
-                    "-Wl,-z,relro,-z,now"], check=True, capture_output=True)
+                    "-Wl,-z,relro,-z," + binding], check=True, capture_output=True)
     body = _objdump_loop(lib)
     cached = re.findall(r"blr\s+(x(?:19|2[0-8]))", body)
     if flags == ["-fno-plt"]:
@@ -189,11 +193,42 @@ def test_aarch64_register_cached_got_address(aarch64_python, tmp_path, flags):
         after = greenhook.stats().get("poll", {}).get("calls", 0)
         print(json.dumps({"first": first, "during": during, "second": second, "after": after}))
     """ % (lib, lib, n, n))))
-    print("\n[aarch64] %s: poll calls hooked during the patching activation %d/%d, next "
-          "activation %d/%d" % (flags[0], out["during"], n - 1, out["after"], n))
+    print("\n[aarch64] %s -z %s: poll calls hooked during the patching activation %d/%d, next "
+          "activation %d/%d" % (flags[0], binding, out["during"], n - 1, out["after"], n))
     assert out["first"] == out["second"] == n, out          # poll() returned 0 every time
     assert out["after"] == n, out                            # a new activation is greened
     if flags == ["-fno-plt"]:
         assert out["during"] == 0, out      # the register-cached original: the hazard
     else:
         assert out["during"] == n - 1, out  # through the PLT: the patch applies at once
+
+
+def test_x86_64_noplt_reloads_the_slot(tmp_path):
+    """The contrast, on the host: x86_64 ``-O2 -fno-plt`` calls ``*slot(%rip)`` every time, so
+    a patch mid-activation takes effect at once (4 of 4), as through the PLT."""
+    import platform
+    if platform.machine() != "x86_64":
+        skip_or_fail("the host is not x86_64")
+    src = tmp_path / "hazard.c"
+    src.write_text(HAZARD_C)
+    lib = str(tmp_path / "libhazard.so")
+    subprocess.run(["cc", "-O2", "-fPIC", "-shared", "-fno-plt", "-o", lib, str(src),
+                    "-Wl,-z,relro,-z,now"], check=True, capture_output=True)
+    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", lib], capture_output=True,
+                         text=True, check=True).stdout
+    body = dis.split("<hazard_loop>:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"call\s+\*0x[0-9a-f]+\(%rip\)", body), body
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import ctypes, greenhook
+        greenhook.use("builtin")
+        lib = ctypes.CDLL(%r)
+        CB = ctypes.CFUNCTYPE(None, ctypes.c_int)
+        def patch_after_first(i):
+            if i == 0:
+                greenhook.patch_library(%r)
+                greenhook.reset_stats()
+        assert lib.hazard_loop(5, CB(patch_after_first)) == 5
+        print(greenhook.stats().get("poll", {}).get("calls", 0))
+    """ % (lib, lib))], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "4", proc.stdout
