@@ -20,6 +20,9 @@ ANNOTATE = os.environ.get("GREENHOOK_ANNOTATE") == "1"
 
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
 CFLAGS += ["-Wno-unused-function", "-fno-strict-aliasing"]
+# Reproducible: no build-directory path in the objects (debug info, __FILE__), so a wheel built
+# from the sdist is byte-identical to one built from the checkout (tests/test_packaging.py).
+CFLAGS += ["-ffile-prefix-map=%s=." % HERE]
 
 
 def generated_includes():

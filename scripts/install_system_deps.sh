@@ -53,6 +53,12 @@ PACKAGES=(
     "libldap-dev|libldap2-dev"
     "libsasl2-dev"
     "slapd"
+    # packaging and aarch64 tests (tests/test_packaging.py, scripts/aarch64.sh): auditwheel
+    # needs patchelf; the aarch64 core is cross-compiled and run under user-mode emulation
+    "patchelf"
+    "gcc-aarch64-linux-gnu"
+    "libc6-dev-arm64-cross"
+    "qemu-user-static"
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})

@@ -6,12 +6,15 @@ between CPython versions, so every version is checked, not a sample: for each of
 missing one is a failure) gets a venv with greenhook built from this checkout and runs
 ``scenarios/cancel_paths.py`` on both hubs: 20 overlapped calls, the driver's error replaced
 by the Timeout, the "C call returns normally" path (the Timeout is raised before the rest of
-the line runs), kills with and without code after the call, and a silent Timeout.
+the line runs), kills with and without code after the call, and a silent Timeout; and that
+interpreter's pytest runs tests/test_semantics.py on the built-in hub (68 tests: the libc
+contract of every hook).
 
 The venvs are kept in ``.run/pythons/`` and rebuilt only when the checkout's sources changed
 (the build stamp, ``scripts/source_digest.py``).  Measured on the 2-core machine: a first
-build 23-36 s per interpreter (with the build tools and gevent), a rebuild ~26 s, a cached
-run ~1.5 s per test (10 tests: 15 s; cold: 200 s).  ``$GREENHOOK_TEST_PYTHONS`` (colon-separated
+build 29-41 s per interpreter (with the build tools, gevent and pytest), a cached
+cancellation run ~1.5 s per test, the semantics subset 21-25 s per interpreter (15 tests:
+~130 s cached; cold, as in CI's fresh clone: 325 s).  ``$GREENHOOK_TEST_PYTHONS`` (colon-separated
 interpreter paths) replaces the search.
 """
 import glob
@@ -98,8 +101,8 @@ def venv_python(request):
         t0 = time.monotonic()
         # build tools and runtime dependencies (wheels: the newest gevent for 3.9 is an sdist
         # that takes minutes to build); then greenhook without build isolation
-        _run(pip + ["--prefer-binary", "Cython>=3.0", "setuptools>=64", "wheel", "greenlet>=2.0",
-                    "gevent>=22.10"],
+        _run(pip + ["--prefer-binary", "Cython>=3.0", "setuptools>=77", "wheel", "greenlet>=2.0",
+                    "gevent>=22.10", "pytest>=7"],
              900, "installing the build tools with %s" % py)
         _run(pip + ["--no-deps", "--no-build-isolation", "--force-reinstall", ROOT], 900,
              "building greenhook with %s" % py)
@@ -153,3 +156,21 @@ def test_cancellation_paths(venv_python, hub):
 
     assert r["after"][0] == 5 and r["after"][2] == "after", r
     assert r["recv"]["cancelled"] == 5, r["recv"]
+
+
+def test_core_semantics(venv_python):
+    """tests/test_semantics.py (the libc contract of every hook: fast path, green waits,
+    timeouts, EINTR, errors, O_NONBLOCK, MSG_DONTWAIT, threads) on the built-in hub, run by
+    this interpreter's pytest against its own build (the gevent hub's semantics are the
+    session's own run of the file; cancellation on both hubs is test_cancellation_paths)."""
+    version = _reports(venv_python)[1]
+    t0 = time.monotonic()
+    proc = _run([venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "builtin",
+                 os.path.join(ROOT, "tests", "test_semantics.py")], 600,
+                "tests/test_semantics.py -k builtin with CPython %s" % version)
+    summary = proc.stdout.strip().splitlines()[-1]
+    print("\n[pythons] CPython %s test_semantics -k builtin: %s (%.0f s)"
+          % (version, summary, time.monotonic() - t0))
+    m = re.search(r"(\d+) passed", summary)
+    assert m and int(m.group(1)) >= 60, summary
+    assert not re.search(r"failed|error|skipped", summary), summary

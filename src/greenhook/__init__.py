@@ -46,7 +46,7 @@ __all__ = [
     "InvalidArgument",
 ]
 
-__version__ = "0.1.0"
+from greenhook._version import __version__ as __version__  # noqa: F401 (re-exported)
 
 # --- errors
 from greenhook.exceptions import (

@@ -1,10 +1,15 @@
 """Public wiring between the hooks and the hub backends: which backend a thread waits on."""
 
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
 from greenhook import _core, _watch, backends
+from greenhook.backends.base import Backend
 from greenhook.exceptions import InvalidArgument
 
 
-def use(name):
+def use(name: Union[str, Backend]) -> Backend:
     """Choose the hub backend (``"builtin"``, ``"gevent"`` or a Backend instance) for hooked
     calls made in this OS thread, and make it the default for threads bound later.
 
@@ -18,18 +23,18 @@ def use(name):
     return backend
 
 
-def enable_thread(backend=None):
+def enable_thread(backend: Union[str, Backend, None] = None) -> None:
     """Let hooked calls in the calling OS thread wait greenly (e.g. a thread running its own
     hub).  ``backend``: a name or instance; None follows the default."""
     _core.bind_current_thread(backend)
 
 
-def disable_thread():
+def disable_thread() -> None:
     """Hooked calls in the calling OS thread pass straight through to libc again."""
     _core.hooks().unbind_thread()
 
 
-def current_backend():
+def current_backend() -> Optional[Backend]:
     """The backend hooked calls in this thread would wait on now, or None if unbound."""
     st = _core.hooks().thread_state()
     if st is None:
@@ -37,7 +42,8 @@ def current_backend():
     return st.backend if st.backend is not None else _core.resolve_backend()
 
 
-def configure(shutdown_cancelled_sockets=None, resolver_threads=None):
+def configure(shutdown_cancelled_sockets: Optional[bool] = None,
+              resolver_threads: Optional[int] = None) -> Dict[str, Any]:
     """Set process-wide options; returns the previous values of those given.
 
     ``shutdown_cancelled_sockets`` (default True): when a kill or timeout cancels a call parked
@@ -50,7 +56,7 @@ def configure(shutdown_cancelled_sockets=None, resolver_threads=None):
     on demand and exit after 10 s idle; lowering the bound retires surplus idle workers.
     """
     hooks = _core.hooks()
-    previous = {}
+    previous: Dict[str, Any] = {}
     if shutdown_cancelled_sockets is not None:
         if not isinstance(shutdown_cancelled_sockets, bool):
             raise InvalidArgument(
@@ -68,11 +74,11 @@ def configure(shutdown_cancelled_sockets=None, resolver_threads=None):
     return previous
 
 
-def stats():
+def stats() -> Dict[str, Dict[str, int]]:
     """{symbol: {"calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled",
     "blocked"}} summed over all threads; symbols never called are left out."""
     return _core.hooks().stats()
 
 
-def reset_stats():
+def reset_stats() -> None:
     _core.hooks().reset_stats()

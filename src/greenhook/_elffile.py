@@ -142,7 +142,7 @@ class Relocation(NamedTuple):
 
 
 class DynamicSymbol(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as the ELF calls it
     name: str
     value: int
     size: int

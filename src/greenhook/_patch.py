@@ -4,6 +4,8 @@ of every GOT slot written (so ``unpatch`` restores exactly what was there).
 Uses the ELF patcher (``_elf``) and the hook table (``_hooks``); neither knows of the other.
 """
 
+from __future__ import annotations
+
 import difflib
 import importlib
 import importlib.util
@@ -12,6 +14,7 @@ import platform
 import sys
 import threading
 import types
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from greenhook import _core, _elffile, _symbols
 from greenhook.exceptions import (
@@ -26,13 +29,15 @@ from greenhook.exceptions import (
 )
 
 _lock = threading.RLock()
-_registry = {}  # LoadedObject.base -> _Patched
+_registry: Dict[int, _Patched] = {}  # LoadedObject.base -> _Patched
 
 
 class PatchReport:
     """What ``patch_library`` did to one loaded object."""
 
-    def __init__(self, library, soname, symbols, kinds, imports, not_greened, relro, bind_now):
+    def __init__(self, library: str, soname: Optional[str], symbols: Dict[str, int],
+                 kinds: Dict[str, Sequence[str]], imports: Sequence[str],
+                 not_greened: Dict[str, str], relro: Any, bind_now: bool) -> None:
         #: resolved path of the loaded object
         self.library = library
         self.soname = soname
@@ -48,10 +53,10 @@ class PatchReport:
         self.bind_now = bind_now
 
     @property
-    def slots(self):
+    def slots(self) -> int:
         return sum(self.symbols.values())
 
-    def as_dict(self):
+    def as_dict(self) -> Dict[str, Any]:
         return {
             "library": self.library,
             "soname": self.soname,
@@ -63,7 +68,7 @@ class PatchReport:
             "bind_now": self.bind_now,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         still = f", still blocking in {sorted(self.not_greened)}" if self.not_greened else ""
         return f"<PatchReport {self.library} slots={self.slots} {self.symbols}{still}>"
 
@@ -291,7 +296,7 @@ def _ensure_thread_bound():
     _core.bind_current_thread_if_unbound()
 
 
-def patch_library(target):
+def patch_library(target: Union[str, os.PathLike, types.ModuleType]) -> PatchReport:
     """Green every blocking call ``target`` imports; return its PatchReport.
 
     ``target``: a soname (``"libmariadb.so.3"``), a path, or a loaded extension module / its file.
@@ -300,7 +305,7 @@ def patch_library(target):
     return _patch_object(find_loaded(target))
 
 
-def unpatch_library(target):
+def unpatch_library(target: Union[str, os.PathLike, types.ModuleType]) -> Optional[PatchReport]:
     """Restore every slot greenhook wrote in ``target``; return its PatchReport (or None)."""
     _elf, _ = _native()
     obj = find_loaded(target)
@@ -328,7 +333,7 @@ def _restore(_elf, done):
                          f"({done.report.library}): {exc}; it stays patched") from exc
 
 
-def unpatch_all():
+def unpatch_all() -> List[PatchReport]:
     """Restore every patched library (and end auto mode); return the list of their reports.
 
     A library that cannot be restored stays patched (and listed by ``patched_libraries()``);
@@ -355,23 +360,23 @@ def unpatch_all():
         return reports
 
 
-class Libraries(list):
+class Libraries(List[PatchReport]):
     """The PatchReports of every library currently patched, in patching order (a list), with
     what auto mode left alone: ``refused`` = {library path: why} for every loaded object that
     imports a hooked call and was not patched (the system runtime, greenlet/gevent/greenhook,
     the skip list, not on the allow list, a patch that failed)."""
 
-    def __init__(self, reports, refused):
+    def __init__(self, reports: List[PatchReport], refused: Dict[str, str]) -> None:
         super().__init__(reports)
         self.refused = refused
 
-    def as_dict(self):
+    def as_dict(self) -> Dict[str, Any]:
         return {"auto": _auto is not None,
                 "patched": [r.as_dict() for r in self],
                 "refused": dict(self.refused)}
 
 
-def patched_libraries():
+def patched_libraries() -> "Libraries":
     """:class:`Libraries`: the PatchReports of every library currently patched, in patching
     order, and (``.refused``) what auto mode refused and why."""
     with _lock:
@@ -460,7 +465,7 @@ def _import(name):
                            f"library it links may be missing)", name=name) from exc
 
 
-def patch_module(module, follow_deps=True):
+def patch_module(module: Union[str, types.ModuleType], follow_deps: bool = True) -> List[PatchReport]:
     """Green an extension module and, with ``follow_deps``, every library it links (its
     DT_NEEDED closure among loaded objects) except the system runtime (libc, libm,
     libpthread, libdl, the loader, libgcc_s, libstdc++, libpython, greenlet, greenhook).

@@ -31,6 +31,8 @@ the value) and start nothing.  Failures inside the monitor (a report function th
 a native stack that cannot be read) go to ``sys.unraisablehook``, never nowhere.
 """
 
+from __future__ import annotations
+
 import bisect
 import collections
 import os
@@ -41,10 +43,12 @@ import threading
 import traceback
 import warnings
 from time import monotonic
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from greenlet import getcurrent
 
 from greenhook import _core, _patch, backends
+from greenhook.backends.base import Backend
 from greenhook.exceptions import GreenhookError, InvalidArgument
 
 __all__ = ["watch", "Watch", "Stall", "from_env", "ENV"]
@@ -146,25 +150,46 @@ class Stall:
     * ``patched``: paths of the libraries greenhook has patched.
     """
 
-    def __init__(self, **fields):
+    hub: str
+    thread_name: str
+    thread_ident: int
+    threshold: float
+    seconds: float
+    duration: Optional[float]
+    stack: Optional[traceback.StackSummary]
+    greenlet: str
+    in_flight: Optional[Tuple[str, float]]
+    blocked: Dict[str, int]
+    syscall: Optional[str]
+    entry: Optional[str]
+    native: List[str]
+    native_library: Optional[str]
+    # float, or None when unknown -- all three together, which mypy cannot follow
+    cpu_share: Any
+    runqueue: Any
+    runqueue_share: Any
+    late: bool
+    patched: List[str]
+
+    def __init__(self, **fields: Any) -> None:
         self.duration = None
         self.__dict__.update(fields)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         what = self.in_flight[0] if self.in_flight else "unpatched"
         return "<Stall %s %.3fs %s>" % (self.hub, self.seconds, what)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.format()
 
     @property
-    def overloaded(self):
+    def overloaded(self) -> bool:
         """True when waiting for a CPU explains the stall: the machine, not the code."""
         return (self.runqueue_share is not None and self.runqueue_share >= 0.5
                 and self.cpu_share < 0.25)
 
     @property
-    def cpu_bound(self):
+    def cpu_bound(self) -> bool:
         """True when the thread was computing (or runnable) rather than waiting in a call."""
         if self.cpu_share is not None:
             # A thread waiting in a call is off the CPU.  The syscall sample alone misleads:
@@ -174,7 +199,7 @@ class Stall:
             return False
         return self.syscall == "running" and not self.late
 
-    def format(self):
+    def format(self) -> str:
         """The report as one block of text (what the default report prints)."""
         lines = ["greenhook.watch: the %r hub in thread %s has not run its loop for %.3f s "
                  "(threshold %.3f s)" % (self.hub, self.thread_name, self.seconds, self.threshold)]
@@ -469,11 +494,12 @@ class Watch:
     """A running blocking detector; made by :func:`watch`.  ``stop()`` ends it (also on exit
     of a ``with`` block); ``stalls`` holds the latest reported :class:`Stall` objects."""
 
-    def __init__(self, backend, threshold, report):
+    def __init__(self, backend: Backend, threshold: float,
+                 report: Optional[Callable[[Stall], Any]]) -> None:
         self.threshold = threshold
         self.hub = backend.name
         self.report = report if report is not None else print_report
-        self.stalls = collections.deque(maxlen=100)
+        self.stalls: Deque[Stall] = collections.deque(maxlen=100)
         self.thread_name = threading.current_thread().name
         #: seconds between beats, and between the monitor's looks while the loop is late
         self.period = threshold / 4.0
@@ -496,22 +522,22 @@ class Watch:
         self._thread = threading.Thread(target=self._run, name="greenhook-watch", daemon=True)
         self._thread.start()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "stopped" if self._stop.is_set() else "running"
         return "<greenhook Watch %r hub, threshold %.3f s, %s>" % (self.hub, self.threshold,
                                                                    state)
 
-    def __enter__(self):
+    def __enter__(self) -> Watch:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
-    def stopped(self):
+    def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the monitor thread and the hub's heartbeat.  Idempotent; any thread."""
         self._stop.set()
         self._heartbeat.cancel()
@@ -646,13 +672,14 @@ class Watch:
         return stall
 
 
-def print_report(stall):
+def print_report(stall: Stall) -> None:
     """The default report: the stall's text to stderr, once per stall."""
     sys.stderr.write(stall.format() + "\n")
     sys.stderr.flush()
 
 
-def watch(threshold=0.1, report=None, hub=None):
+def watch(threshold: float = 0.1, report: Optional[Callable[[Stall], Any]] = None,
+          hub: Union[str, Backend, None] = None) -> Watch:
     """Start a blocking detector on the calling OS thread's hub; returns a :class:`Watch`.
 
     ``threshold``: seconds the hub's loop may go without running before it is reported, a
@@ -682,7 +709,7 @@ def watch(threshold=0.1, report=None, hub=None):
     return Watch(backend, threshold, report)
 
 
-_env_watches = {}   # thread ident -> Watch started by from_env
+_env_watches: Dict[int, Watch] = {}   # thread ident -> Watch started by from_env
 _env_lock = threading.Lock()
 
 

@@ -1,5 +1,7 @@
 """greenhook's exception hierarchy: one base class, one subclass per kind of failure."""
 
+from typing import Optional
+
 __all__ = [
     "GreenhookError",
     "UnsupportedPlatform",
@@ -57,7 +59,7 @@ class MalformedELF(NotAnELF):
     section names lies outside the file (on disk) or outside its loaded segments (in memory).
     ``offset``: the file offset or address concerned, when known."""
 
-    def __init__(self, message, offset=None):
+    def __init__(self, message: str, offset: Optional[int] = None) -> None:
         super().__init__(message)
         self.offset = offset
 
