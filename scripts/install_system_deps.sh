@@ -53,6 +53,7 @@ PACKAGES=(
     "libldap-dev|libldap2-dev"
     "libsasl2-dev"
     "slapd"
+    "strace"            # bench/: syscalls per round trip (strace -f -c)
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})
