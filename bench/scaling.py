@@ -144,23 +144,26 @@ def child(p):
     run_all()
     n = saved
     rss0 = C.rss_kib()
-    stats = C.DelayServerStats(port)     # a plain blocking Python socket (never greened)
-    sreq0, scpu0 = stats.read()
+    # A plain blocking Python socket (never greened); p["server_stats"] False: a server with
+    # no OP_STATS (the Python one, for an A/B of the servers by hand).
+    stats = C.DelayServerStats(port) if p.get("server_stats", True) else None
+    sreq0, scpu0 = stats.read() if stats else (0, 0)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     ok = run_all()
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    sreq1, scpu1 = stats.read()
-    stats.close()
+    sreq1, scpu1 = stats.read() if stats else (0, 0)
+    if stats:
+        stats.close()
     sreqs = sreq1 - sreq0
-    scpu = (scpu1 - scpu0) / 1e6
+    scpu = (scpu1 - scpu0) / 1e6 if stats else None
     peak = C.peak_rss_kib()
     if not all(ok):
         return {"error": "%d of %d replies were wrong" % (ok.count(False), n)}
     return {"wall": wall, "x_ideal": wall / (delay_ms / 1000.0), "rss_mib": peak / 1024.0,
             "rss_growth_mib": max(0, peak - rss0) / 1024.0, "cpu_s": cpu, "server_cpu_s": scpu,
-            "server_cpu_us_per_req": scpu * 1e6 / sreqs if sreqs else None,
+            "server_cpu_us_per_req": scpu * 1e6 / sreqs if scpu is not None and sreqs else None,
             "server_requests": sreqs,
             "n": n, "info": info}
 
