@@ -290,3 +290,94 @@ def machine():
         "kernel": platform.release(),
         "platform": platform.platform(),
     }
+
+
+# --- C helpers built with the system cc --------------------------------------------------------
+
+BUILD_DIR = os.environ.get("GREENHOOK_BENCH_BUILD", os.path.join(ROOT, ".run", "bench-build"))
+C_TOOLS = {
+    # name: (source in bench/, output file, extra cc flags)
+    "delayserver": ("delayserver.c", "delayserver", []),
+    "ghbench": ("ghbench.c", "libghbench.so", ["-shared", "-fPIC"]),
+}
+
+
+def build_tool(name):
+    """Path of C helper ``name`` (see C_TOOLS), compiled with ``cc -O2`` into BUILD_DIR when it
+    is missing or older than its source.  Binaries are never committed: this builds them."""
+    src, out, flags = C_TOOLS[name]
+    src = os.path.join(HERE, src)
+    out = os.path.join(BUILD_DIR, out)
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
+        return out
+    os.makedirs(BUILD_DIR, exist_ok=True)
+    tmp = "%s.%d.tmp" % (out, os.getpid())
+    cc = os.environ.get("CC", "cc")
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-o", tmp, src] + flags, check=True)
+    os.replace(tmp, out)
+    return out
+
+
+class CDelayServer:
+    """bench/delayserver.c as a subprocess: ``with CDelayServer() as srv: srv.tcp_port``."""
+
+    def __init__(self, stderr=None):
+        self.stderr = stderr
+        self.proc = None
+
+    def __enter__(self):
+        import tempfile
+
+        exe = build_tool("delayserver")
+        self._dir = tempfile.mkdtemp(prefix="ghbench-delay-")
+        ready = os.path.join(self._dir, "ready.json")
+        self.proc = subprocess.Popen([exe, ready], stdin=subprocess.DEVNULL, stderr=self.stderr)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError("the C delay server did not start")
+            time.sleep(0.01)
+        with open(ready) as f:
+            info = json.load(f)
+        self.tcp_port, self.pid = info["tcp"], info["pid"]
+        return self
+
+    def __exit__(self, *exc):
+        import shutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class DelayServerStats:
+    """One connection to the C delay server for its OP_STATS requests: ``read()`` returns
+    (requests answered, CPU µs of the server so far).  Made before the burst and kept open,
+    so that its own connect/accept/close is not charged to the requests measured."""
+
+    def __init__(self, port):
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+
+    def read(self):
+        import struct
+
+        self.sock.sendall(struct.pack("!HHII", 100, 0, 0, 0))
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack("!I", buf[:4])[0]:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("delay server closed the stats connection")
+            buf += chunk
+        answered, user, system = (int(x) for x in buf[4:].split())
+        return answered, user + system
+
+    def close(self):
+        self.sock.close()

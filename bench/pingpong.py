@@ -11,6 +11,15 @@ woken by the peer's send: a round trip is two parks and two wakes.
 * ``gevent sockets``    Python loop on ``gevent.socket.socketpair()`` (what a pure-Python
                         driver on gevent does)
 * ``greenify``          the C loop with douban's greenify patching the library
+* ``C floor``           no greenlets, no Python in the loop: bench/ghbench.c's
+                        ``ghb_pingpong_floor`` drives both ends of the same socketpair in one
+                        thread with one epoll set (2 send + 2 epoll_wait + 2 recv per round
+                        trip).  Measured in the same run, so the ratios to it are like for like.
+
+Syscalls per round trip: each of ``STRACE_MODES`` is run once more under ``strace -f -c`` with
+``STRACE_N`` and then 5x as many round trips (same warm-up); the difference of the two counts
+over the difference of round trips is the syscalls one round trip costs (start-up, imports and
+warm-up cancel out), by name and with the failed ones (EAGAIN, EEXIST...) counted apart.
 
 Figures: microseconds per round trip (wall / round trips) after a warm-up, and the process's
 CPU time per round trip (both ends live in this one process, so on a machine shared with
@@ -24,13 +33,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 MODES = ("greenhook-gevent", "greenhook-builtin", "greenhook-gevent-ctypes", "gevent-socket",
-         "greenify")
+         "greenify", "c-floor")
+STRACE_MODES = ("c-floor", "greenhook-gevent", "greenhook-builtin", "gevent-socket")
+STRACE_N = 500
+# Targets of issue 13 (ratios of medians in one run).
+TARGET_GEVENT_VS_SOCKETS = 0.85
+TARGET_BUILTIN_VS_SOCKETS = 0.70
+TARGET_VS_FLOOR = 1.6
 LABELS = {
     "greenhook-gevent": "greenhook, gevent hub (C loop)",
     "greenhook-builtin": "greenhook, builtin hub (C loop)",
     "greenhook-gevent-ctypes": "greenhook, gevent hub (ctypes per call)",
     "gevent-socket": "gevent's own sockets (Python loop)",
     "greenify": "greenify (C loop)",
+    "c-floor": "C floor: epoll ping-pong, one thread, no greenlets",
 }
 
 
@@ -42,7 +58,20 @@ def child(p):
 
     mode = p["mode"]
     n = int(p["n"])
-    warm = max(100, n // 10)
+    warm = int(p.get("warm", max(100, n // 10)))
+
+    if mode == "c-floor":
+        lib = ctypes.CDLL(C.build_tool("ghbench"), use_errno=True)
+        lib.ghb_pingpong_floor.restype = ctypes.c_long
+        lib.ghb_pingpong_floor.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        a, b = socket.socketpair()
+
+        def rnd(k):
+            r = lib.ghb_pingpong_floor(a.fileno(), b.fileno(), k)
+            if r != k:
+                raise OSError(-r if r < 0 else 0, "ghb_pingpong_floor returned %d" % r)
+
+        return _time(rnd, n, warm)
 
     if mode == "gevent-socket":
         import gevent
@@ -164,48 +193,154 @@ def cases(cfg):
     return [C.Case(m, "pingpong.py", {"mode": m, "n": n}, timeout=120) for m in MODES]
 
 
+def once_cases(cfg):
+    """Run once (counts do not vary): syscalls per round trip under strace."""
+    return [C.Case("strace/" + m, "pingpong.py", {"mode": "strace", "target": m, "n": STRACE_N},
+                   timeout=300) for m in STRACE_MODES]
+
+
+def strace_counts(target, n):
+    """{syscall: [calls, errors]} of one child run of ``target`` with n round trips."""
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not shutil.which("strace"):
+        raise RuntimeError("strace is not installed (scripts/install_system_deps.sh installs it)")
+    d = tempfile.mkdtemp(prefix="ghbench-strace-")
+    try:
+        out = os.path.join(d, "strace.txt")
+        params = json.dumps({"mode": target, "n": n, "warm": 100})
+        subprocess.run(["strace", "-f", "-c", "-o", out, sys.executable, os.path.abspath(__file__),
+                        "child", params], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=240)
+        with open(out) as f:
+            text = f.read()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    counts = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) not in (5, 6) or parts[-1] == "total" or not parts[3].isdigit():
+            continue
+        try:
+            float(parts[0])
+        except ValueError:
+            continue
+        counts[parts[-1]] = [int(parts[3]), int(parts[4]) if len(parts) == 6 else 0]
+    return counts
+
+
+def strace_child(p):
+    """Syscalls per round trip of mode p["target"]: two strace'd runs, n and 5n round trips."""
+    n1 = int(p["n"])
+    n2 = 5 * n1
+    c1, c2 = strace_counts(p["target"], n1), strace_counts(p["target"], n2)
+    per = {}
+    for name in set(c1) | set(c2):
+        calls = (c2.get(name, [0, 0])[0] - c1.get(name, [0, 0])[0]) / float(n2 - n1)
+        errs = (c2.get(name, [0, 0])[1] - c1.get(name, [0, 0])[1]) / float(n2 - n1)
+        if calls >= 0.05:
+            per[name] = [round(calls, 2), round(errs, 2)]
+    return {"per_rt": per, "total": round(sum(v[0] for v in per.values()), 2),
+            "failed": round(sum(v[1] for v in per.values()), 2), "n": [n1, n2]}
+
+
 def summarize(results, cfg):
-    figs = {m: C.field_stats(results[m], "us_per_rt") for m in MODES}
-    cpu = {m: C.field_stats(results[m], "cpu_us_per_rt") for m in MODES}
+    figs = {m: C.field_stats(results[m], "us_per_rt") for m in MODES if m in results}
+    cpu = {m: C.field_stats(results[m], "cpu_us_per_rt") for m in MODES if m in results}
+    modes = [m for m in MODES if m in figs]
     base = figs["gevent-socket"]["median"]
-    ratios = {m: C.ratio(figs[m]["median"], base) for m in MODES}
-    cpu_ratios = {m: C.ratio(cpu[m]["median"], cpu["gevent-socket"]["median"]) for m in MODES}
+    floor = figs.get("c-floor", {}).get("median")
+    ratios = {m: C.ratio(figs[m]["median"], base) for m in modes}
+    cpu_ratios = {m: C.ratio(cpu[m]["median"], cpu["gevent-socket"]["median"]) for m in modes}
+    floor_ratios = {m: C.ratio(figs[m]["median"], floor) for m in modes}
+    sysc = {}
+    for m in STRACE_MODES:
+        rs = [r for r in results.get("strace/" + m, []) if "error" not in r]
+        if rs:
+            sysc[m] = rs[-1]
+    fl = sysc.get("c-floor", {}).get("total")
+    for m, v in sysc.items():
+        v["beyond_floor"] = None if fl is None else round(v["total"] - fl, 2)
+
+    def le(r, t):
+        return r is not None and r <= t
+
     return {
         "title": "Wait/wake round trip (µs per ping-pong, two greenlets, socketpair)",
+        "modes": modes,
         "n": cases(cfg)[0].params["n"],
         "figures": figs,
         "cpu": cpu,
         "ratio_vs_gevent_socket": ratios,
         "cpu_ratio_vs_gevent_socket": cpu_ratios,
-        "errors": {m: C.errors(results[m]) for m in MODES},
+        "ratio_vs_floor": floor_ratios,
+        "syscalls": sysc,
+        "errors": {m: C.errors(results[m]) for m in results},
         "target": {"what": "greenhook (gevent hub) no slower than gevent's own sockets",
-                   "met": ratios["greenhook-gevent"] is not None and ratios["greenhook-gevent"] <= 1.0,
-                   "met_cpu": cpu_ratios["greenhook-gevent"] is not None
-                   and cpu_ratios["greenhook-gevent"] <= 1.0},
+                   "met": le(ratios["greenhook-gevent"], 1.0),
+                   "met_cpu": le(cpu_ratios["greenhook-gevent"], 1.0)},
+        "targets13": {
+            "gevent_vs_sockets": le(ratios["greenhook-gevent"], TARGET_GEVENT_VS_SOCKETS),
+            "builtin_vs_sockets": le(ratios["greenhook-builtin"], TARGET_BUILTIN_VS_SOCKETS),
+            "gevent_vs_floor": le(floor_ratios.get("greenhook-gevent"), TARGET_VS_FLOOR),
+            "builtin_vs_floor": le(floor_ratios.get("greenhook-builtin"), TARGET_VS_FLOOR),
+        },
     }
 
 
 def report(sec):
+    modes = sec.get("modes", MODES)
     rows = [[LABELS[m], C.mmm(sec["figures"][m]), C.fmt_ratio(sec["ratio_vs_gevent_socket"][m]),
+             C.fmt_ratio(sec.get("ratio_vs_floor", {}).get(m)),
              C.mmm(sec["cpu"][m]), C.fmt_ratio(sec["cpu_ratio_vs_gevent_socket"][m])]
-            for m in MODES]
-    md = [C.md_table(["how", "µs per round trip (wall)", "vs gevent's sockets",
-                      "CPU µs per round trip", "vs gevent's sockets"], rows), ""]
+            for m in modes]
+    md = [C.md_table(["how", "µs per round trip (wall)", "vs gevent's sockets", "vs C floor",
+                      "CPU µs per round trip", "vs gevent's sockets (CPU)"], rows), ""]
     md.append("%d round trips per process after a warm-up. Target: %s (median wall) — %s; "
               "on CPU time: %s." % (sec["n"], sec["target"]["what"], C.verdict(sec["target"]["met"]),
                                     C.verdict(sec["target"].get("met_cpu"))))
+    t13 = sec.get("targets13")
+    if t13:
+        md += ["", "Issue 13's targets (median wall, same run): gevent hub ≤ %.2fx gevent's "
+               "sockets — %s; builtin hub ≤ %.2fx gevent's sockets — %s; ≤ %.1fx the C floor: "
+               "gevent hub %s, builtin hub %s." % (
+                   TARGET_GEVENT_VS_SOCKETS, C.verdict(t13["gevent_vs_sockets"]),
+                   TARGET_BUILTIN_VS_SOCKETS, C.verdict(t13["builtin_vs_sockets"]),
+                   TARGET_VS_FLOOR, C.verdict(t13["gevent_vs_floor"]),
+                   C.verdict(t13["builtin_vs_floor"]))]
+    sysc = sec.get("syscalls") or {}
+    if sysc:
+        rows = []
+        for m in STRACE_MODES:
+            v = sysc.get(m)
+            if not v:
+                rows.append([LABELS[m], "—", "—", "—", "not measured"])
+                continue
+            detail = ", ".join("%s %s%s" % (k, C.fmt(c), " (%s failed)" % C.fmt(e) if e else "")
+                               for k, (c, e) in sorted(v["per_rt"].items(), key=lambda kv: -kv[1][0]))
+            rows.append([LABELS[m], C.fmt(v["total"]), C.fmt(v["failed"]),
+                         "—" if v.get("beyond_floor") is None else "%+.1f" % v["beyond_floor"],
+                         detail])
+        md += ["", "Syscalls per round trip (`strace -f -c`, %s and 5x as many round trips, "
+               "difference over difference; one run each, counts do not vary):" % STRACE_N, "",
+               C.md_table(["how", "syscalls", "of which failed", "beyond the C floor",
+                           "by name (per round trip)"], rows)]
     return "\n".join(md)
 
 
 def plot(sec, plt, outdir):
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    meds = [sec["figures"][m]["median"] or 0 for m in MODES]
-    lo = [m - (sec["figures"][k]["min"] or 0) for m, k in zip(meds, MODES)]
-    hi = [(sec["figures"][k]["max"] or 0) - m for m, k in zip(meds, MODES)]
-    y = range(len(MODES))
+    modes = sec.get("modes", MODES)
+    meds = [sec["figures"][m]["median"] or 0 for m in modes]
+    lo = [m - (sec["figures"][k]["min"] or 0) for m, k in zip(meds, modes)]
+    hi = [(sec["figures"][k]["max"] or 0) - m for m, k in zip(meds, modes)]
+    y = range(len(modes))
     ax.barh(list(y), meds, xerr=[lo, hi], capsize=3, color="tab:blue")
     ax.set_yticks(list(y))
-    ax.set_yticklabels([LABELS[m] for m in MODES], fontsize=8)
+    ax.set_yticklabels([LABELS[m] for m in modes], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("µs per round trip (median, min-max; lower is better)")
     ax.set_title("Wait/wake round trip")
@@ -216,5 +351,9 @@ def plot(sec, plt, outdir):
     return [path]
 
 
+def _child(p):
+    return strace_child(p) if p["mode"] == "strace" else child(p)
+
+
 if __name__ == "__main__":
-    C.child_main(child)
+    C.child_main(_child)

@@ -13,13 +13,16 @@
 #   bench/results/*.png         scaling curves and bar charts (matplotlib, Agg)
 #
 # Setup, all idempotent (a re-run skips what is already there):
-#   scripts/install_system_deps.sh      MariaDB, PostgreSQL, memcached, -dev headers (apt)
+#   scripts/install_system_deps.sh      MariaDB, PostgreSQL, memcached, -dev headers, strace (apt)
 #   scripts/install_drivers.sh VENV     mysqlclient, psycopg2, pylibmc built from source,
 #                                       PyMySQL, psycogreen, gevent (pinned there)
 #   pip install greenify matplotlib     pinned below
 #   greenhook from this work tree       built from a snapshot copy (so a build here never
 #                                       touches the tree's build/ directory); rebuilt only when
 #                                       cython/ src/ cext_samples/ setup.py pyproject.toml change
+#   bench/delayserver.c, bench/ghbench.c  compiled by run_all.py with the system cc into
+#                                       .run/bench-build (GREENHOOK_BENCH_BUILD) when missing or
+#                                       older than the source; never committed as binaries
 #
 # Environment:
 #   GREENHOOK_BENCH_VENV   venv to use (default: .venv-bench at the repository root)

@@ -59,6 +59,7 @@ PACKAGES=(
     "gcc-aarch64-linux-gnu"
     "libc6-dev-arm64-cross"
     "qemu-user-static"
+    "strace"            # bench/: syscalls per round trip (strace -f -c)
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})
