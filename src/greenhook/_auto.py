@@ -21,9 +21,11 @@ import os
 import signal
 import sys
 import threading
+from typing import Any, Dict, Sequence, Union
 
 from greenhook import _api, _core, _patch
 from greenhook.exceptions import InvalidArgument
+from greenhook.backends.base import Backend
 
 __all__ = ["patch_all", "gevent_did_patch_all", "auto_report"]
 
@@ -33,10 +35,12 @@ ALLOW_ENV = "GREENHOOK_ALLOW"
 REPORT_SIGNAL_ENV = "GREENHOOK_REPORT_SIGNAL"
 
 _lock = threading.Lock()
-_wrapped = {}   # what was replaced -> the original
+_wrapped: Dict[str, Any] = {}   # what was replaced -> the original
 
 
-def patch_all(backend=None, skip=None, allow=None):
+def patch_all(backend: Union[str, Backend, None] = None,
+              skip: Union[str, Sequence[str], None] = None,
+              allow: Union[str, Sequence[str], None] = None) -> "_patch.Libraries":
     """Green every loaded object that imports a hooked call (minus the system runtime:
     libc, the loader, libpython, the interpreter, greenlet, gevent, greenhook, libm, libstdc++
     ...), and every object loaded from now on: extension modules imported later,
@@ -124,7 +128,7 @@ def gevent_did_patch_all(event=None):
 
 # --- the live view ----------------------------------------------------------------------------
 
-def auto_report():
+def auto_report() -> Dict[str, Any]:
     """What auto mode patched and refused, as a JSON-ready dict (``patched_libraries()``)."""
     libs = _patch.patched_libraries()
     out = libs.as_dict()

@@ -14,7 +14,7 @@ import platform
 import sys
 import threading
 import types
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from greenhook import _core, _elffile, _symbols
 from greenhook.exceptions import (
@@ -493,9 +493,9 @@ def patch_module(module: Union[str, types.ModuleType], follow_deps: bool = True)
 
 # --- auto mode: every loaded object, and everything loaded later ------------------------------
 
-_auto = None        # _AutoPolicy while auto mode is on
-_refused = {}       # library path -> why auto mode left it alone
-_considered = set()  # (base, path) of every object auto mode has decided on
+_auto: Optional["_AutoPolicy"] = None        # _AutoPolicy while auto mode is on
+_refused: Dict[str, str] = {}       # library path -> why auto mode left it alone
+_considered: Set[Tuple[int, str]] = set()  # (base, path) of every object auto mode has decided on
 
 
 class _AutoPolicy:

@@ -2,7 +2,7 @@
 tests/test_packaging.py (never run).  ``--strict`` refuses a call to an untyped function
 from typed code, so every public function used here must be fully annotated; the
 ``reveal``-free assignments check the return types."""
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import greenhook
 from greenhook.backends.base import Backend
@@ -15,6 +15,10 @@ def patching(path: str) -> int:
     mods: List[greenhook.PatchReport] = greenhook.patch_module("json", follow_deps=False)
     listed: List[greenhook.PatchReport] = greenhook.patched_libraries()
     restored: List[greenhook.PatchReport] = greenhook.unpatch_all()
+    auto: List[greenhook.PatchReport] = greenhook.patch_all("builtin", skip=["libfoo"])
+    refused: Dict[str, str] = greenhook.patched_libraries().refused
+    live: Dict[str, Any] = greenhook.auto_report()
+    slots += len(auto) + len(refused) + len(live)
     return slots + len(mods) + len(listed) + len(restored) + (same is None)
 
 
@@ -22,7 +26,8 @@ def hubs() -> Optional[Backend]:
     backend: Backend = greenhook.use("builtin")
     greenhook.enable_thread(backend)
     greenhook.disable_thread()
-    previous: Dict[str, bool] = greenhook.configure(shutdown_cancelled_sockets=True)
+    previous: Dict[str, Any] = greenhook.configure(shutdown_cancelled_sockets=True,
+                                                   resolver_threads=8)
     counters: Dict[str, Dict[str, int]] = greenhook.stats()
     greenhook.reset_stats()
     assert previous is not None and counters is not None
