@@ -222,6 +222,7 @@ def _is_system_runtime(obj):
 
 _LOADER = frozenset(_symbols.LOADER)
 _BLOCKING = (set(_symbols.GREENED) | set(_symbols.NOT_GREENED_YET)) - _LOADER
+_FDSTATE = frozenset(_symbols.FDSTATE)
 
 
 def _patch_object(obj, refuse=True, bind=True, loader=False):
@@ -240,14 +241,18 @@ def _patch_object(obj, refuse=True, bind=True, loader=False):
             if why:
                 raise RefusedLibrary(f"refusing to patch {obj.soname or obj.path} ({obj.path}): {why}")
         table = _hooks.hook_table()
-        hook_addrs = set(table.values())
+        state = _hooks.state_hook_table()
+        hook_addrs = set(table.values()) | set(state.values())
         all_imports = obj.slots(_BLOCKING)
         plan, symbols, kinds = [], {}, {}
-        for name, addr, kind, value in all_imports + (obj.slots(_LOADER) if loader else []):
-            hook = table.get(name)
+        for name, addr, kind, value in (all_imports + obj.slots(_FDSTATE)
+                                        + (obj.slots(_LOADER) if loader else [])):
+            hook = table.get(name) or state.get(name)
             if hook is None or value in hook_addrs:
                 continue
             plan.append((addr, hook, name, kind))
+            if name in _FDSTATE:
+                continue    # per-fd state: written, but greens nothing (not in the report)
             symbols[name] = symbols.get(name, 0) + 1
             kinds.setdefault(name, set()).add(kind)
         imports = sorted({s[0] for s in all_imports})
@@ -383,11 +388,13 @@ def patched_libraries() -> "Libraries":
         return Libraries([p.report for p in _registry.values()], dict(_refused))
 
 
-def patched_slots():
-    """[(library, symbol, kind, address, old_value, hook)] for every slot written (diagnostics)."""
+def patched_slots(state=False):
+    """[(library, symbol, kind, address, old_value, hook)] for every slot of a greened call
+    written (diagnostics); ``state``: also the per-fd state hooks' (close, fcntl...)."""
     with _lock:
         return [(p.report.library, name, kind, addr, old, new)
-                for p in _registry.values() for addr, old, new, name, kind in p.slots]
+                for p in _registry.values() for addr, old, new, name, kind in p.slots
+                if state or name not in _FDSTATE]
 
 
 # --- modules and their dependency closure -----------------------------------------------------

@@ -64,6 +64,30 @@ HOOKED = (
 #: would be greenhook, so such objects are covered by the counter check instead)
 LOADER = ("dlopen", "dlmopen")
 
+#: Hooked too, but never wait: they keep greenhook's per-fd table (O_NONBLOCK, SO_RCVTIMEO/
+#: SO_SNDTIMEO, the open file's identity) up to date, so that a wait needs no fcntl/getsockopt
+#: of its own.  ``(libc name, entry point, what it is)``.  Patched in every object greenhook
+#: patches, restored by unpatch; not counted in stats() nor listed in PatchReport.symbols (they
+#: green nothing); the audit shows them as context (CONTEXT below).
+FDSTATE_HOOKED = (
+    ("socket", "socket", "socket creation"),
+    ("__socket", "socket", "socket creation (glibc alias)"),
+    ("fcntl", "fcntl", "O_NONBLOCK changes"),
+    ("__fcntl", "fcntl", "O_NONBLOCK changes (glibc alias)"),
+    ("fcntl64", "fcntl64", "O_NONBLOCK changes"),
+    ("ioctl", "ioctl", "FIONBIO"),
+    ("setsockopt", "setsockopt", "SO_RCVTIMEO/SO_SNDTIMEO"),
+    ("dup", "dup", "fd duplication"),
+    ("dup2", "dup2", "fd duplication"),
+    ("__dup2", "dup2", "fd duplication (glibc alias)"),
+    ("dup3", "dup3", "fd duplication"),
+    ("close", "close", "fd close"),
+    ("__close", "close", "fd close (glibc alias)"),
+)
+
+#: the libc names of FDSTATE_HOOKED
+FDSTATE = tuple(name for name, _, _ in FDSTATE_HOOKED)
+
 #: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
 CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))
 
@@ -97,11 +121,11 @@ NOT_GREENED_YET = {
 # Imports that matter to the audit because they change how the greened calls behave,
 # without blocking themselves.
 CONTEXT = {
-    "fcntl": "may set O_NONBLOCK (then calls pass through and return EAGAIN)",
-    "fcntl64": "may set O_NONBLOCK (then calls pass through and return EAGAIN)",
-    "setsockopt": "may set SO_RCVTIMEO/SO_SNDTIMEO (honoured while waiting)",
+    "fcntl": "may set O_NONBLOCK (then calls pass through and return EAGAIN; tracked)",
+    "fcntl64": "may set O_NONBLOCK (then calls pass through and return EAGAIN; tracked)",
+    "setsockopt": "may set SO_RCVTIMEO/SO_SNDTIMEO (honoured while waiting; tracked)",
     "__fdelt_chk": "FD_SET bounds check (_FORTIFY_SOURCE), not blocking",
-    "socket": "socket creation",
+    "socket": "socket creation (tracked)",
     "syscall": "raw syscalls cannot be hooked",
     "pthread_mutex_lock": "OS-thread lock: blocks the hub only if another OS thread holds it",
     "pthread_cond_wait": "OS-thread condition wait (not I/O; not greened)",

@@ -12,18 +12,28 @@ cdef int gh_connect(int fd, const sockaddr *addr, socklen_t alen) noexcept nogil
 
 cdef int gh_accept(int fd, sockaddr *addr, socklen_t *alen) noexcept nogil:
     cdef gh_thread_t *t = gh_self()
+    cdef int r
     if t == NULL:
         gh_count_unbound(GH_SYM_ACCEPT)
-        return real_accept(fd, addr, alen)
-    return _accept(t, GH_SYM_ACCEPT, fd, addr, alen, 0, False)
+        r = real_accept(fd, addr, alen)
+    else:
+        r = _accept(t, GH_SYM_ACCEPT, fd, addr, alen, 0, False)
+    if r >= 0:
+        gh_fd_forget(r)     # a new socket: nothing cached for its number may apply
+    return r
 
 
 cdef int gh_accept4(int fd, sockaddr *addr, socklen_t *alen, int flags) noexcept nogil:
     cdef gh_thread_t *t = gh_self()
+    cdef int r
     if t == NULL:
         gh_count_unbound(GH_SYM_ACCEPT4)
-        return real_accept4(fd, addr, alen, flags)
-    return _accept(t, GH_SYM_ACCEPT4, fd, addr, alen, flags, True)
+        r = real_accept4(fd, addr, alen, flags)
+    else:
+        r = _accept(t, GH_SYM_ACCEPT4, fd, addr, alen, flags, True)
+    if r >= 0:
+        gh_fd_forget(r)
+    return r
 
 
 cdef ssize_t gh_read(int fd, void *buf, size_t n) noexcept nogil:

@@ -1,9 +1,12 @@
 # Included by _hooks.pyx: gh_wait (the one function that runs Python) and the shared pieces of
 # the hook shape -- deadlines, the park/retry tail, counters.
 
+include "fdstate.pxi"
+
 # --- the one waiting function -------------------------------------------------------------
 
-cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept:
+cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
+                        uint32_t gen) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
     cdef int i
     if st.pending and st._cancelled_here():
@@ -35,7 +38,13 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
             backend.sleep(timeout)
             return GH_TIMEDOUT
         if nfds == 1 and fds[0].fd >= 0:
-            ok = backend.wait_fd(fds[0].fd, fds[0].events, timeout)
+            wait_fd_gen = getattr(backend, "wait_fd_gen", None) if gen != 0 else None
+            if wait_fd_gen is not None:
+                # The fd still names the file its table entry was filled for (fdstate.pxi):
+                # the backend may keep one watcher per fd across waits.
+                ok = wait_fd_gen(fds[0].fd, fds[0].events, timeout, gen)
+            else:
+                ok = backend.wait_fd(fds[0].fd, fds[0].events, timeout)
         else:
             wanted = {}
             for i in range(nfds):
@@ -91,13 +100,19 @@ cdef void _kill_connection(int fd) noexcept nogil:
     gh_set_errno(e)
 
 
-cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept nogil:
+cdef inline int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym) noexcept nogil:
+    return gh_wait_gen(t, fds, nfds, deadline, sym, 0)
+
+
+cdef int gh_wait_gen(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
+                     uint32_t gen) noexcept nogil:
     """Park the current greenlet until one of ``fds`` may be ready or ``deadline`` (monotonic ns,
     -1 = none) passes; ``nfds == 0`` is a sleep.  Returns a GH_* code; errno is not preserved.
 
     The C caller may hold the GIL or not, and may have a Python exception set (psycopg2 keeps
     calling libpq after setting its error): that exception is put aside while the wait runs
-    Python, and put back before returning to C."""
+    Python, and put back before returning to C.  ``gen``: for one fd, its generation in the
+    per-fd table when this wait has just checked that the fd names the same file (0: unknown)."""
     cdef int rc
     cdef PyObject *et
     cdef PyObject *ev
@@ -105,7 +120,7 @@ cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sy
     with gil:
         PyErr_Fetch(&et, &ev, &etb)
         _loads_check_with_gil()   # auto mode: objects loaded by unpatched code (loader.pxi)
-        rc = _wait_with_gil(t, fds, nfds, deadline, sym)
+        rc = _wait_with_gil(t, fds, nfds, deadline, sym, gen)
         PyErr_Restore(et, ev, etb)
     if rc == GH_CANCELLED_NOW:
         if _shutdown_on_cancel and nfds == 1 and fds[0].fd >= 0:
@@ -170,16 +185,20 @@ cdef int _park_fd(gh_thread_t *t, int fd, short events, int timeo_opt, int64_t *
     """A socket call would block.  Unless the fd is O_NONBLOCK (then the caller wants EAGAIN),
     wait for ``events`` until the socket's SO_RCVTIMEO/SO_SNDTIMEO deadline."""
     cdef pollfd p
-    cdef int fl
+    cdef int nonblock
+    cdef int64_t timeo
+    cdef uint32_t gen = 0
     if deadline[0] == GH_UNSET:
-        fl = fcntl(fd, F_GETFL)
-        if fl >= 0 and (fl & O_NONBLOCK):
+        gh_fd_wait_state(fd, timeo_opt, &nonblock, &timeo, &gen)
+        if nonblock:
             return GH_NONBLOCKING
-        deadline[0] = _sock_deadline(fd, timeo_opt)
+        deadline[0] = _deadline_after(timeo // 1000000000, timeo % 1000000000) if timeo > 0 else -1
+    else:
+        gen = gh_fd_identity(fd)
     p.fd = fd
     p.events = events
     p.revents = 0
-    return gh_wait(t, &p, 1, deadline[0], sym)
+    return gh_wait_gen(t, &p, 1, deadline[0], sym, gen)
 
 
 cdef inline int _would_block_again(gh_thread_t *t, int fd, short events, int timeo_opt,

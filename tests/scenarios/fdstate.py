@@ -1,0 +1,174 @@
+"""Scenarios for tests/test_fdstate.py: ``python fdstate.py CASE HUB``.
+
+The hooks keep per-fd state (O_NONBLOCK, SO_RCVTIMEO/SO_SNDTIMEO, the open file's identity)
+and the backends keep one watcher/registration per fd across waits.  These cases close an fd
+greenhook waited on and put another file at the same number *behind greenhook's back* (Python's
+own ``os.dup2``/``os.close``, which no patched library sees), then wait on that number again
+through the patched sample library: the call must behave as the real call on the new file.
+"""
+import ctypes
+import os
+import socket
+import sys
+
+import greenhook
+from greenhook import _hooks
+from ghscen import (POLLIN, c_poll, c_recv, in_thread_after, now, report, set_timeo, setup,
+                    unix_pair)
+from hardening import measured
+
+F_SETFL, O_NONBLOCK, FIONBIO = 4, 0o4000, 0x5421
+
+
+def prime(H, lib, fd, peer, data=b"prime"):
+    """One green wait on ``fd`` (its table entry is filled, a watcher kept)."""
+    return measured(H, lambda: c_recv(lib, fd, 64), lambda: in_thread_after(0.05, peer.send, data))
+
+
+def behind_our_back(new_sock, number):
+    """Put ``new_sock``'s file at ``number`` with Python's own dup2 (greenhook does not see it)."""
+    os.dup2(new_sock.fileno(), number)
+    new_sock.close()
+
+
+def hook(name, restype, *argtypes):
+    """The green entry point a patched library's call of ``name`` lands in."""
+    return ctypes.CFUNCTYPE(restype, *argtypes, use_errno=True)(_hooks.state_functions()[name])
+
+
+def case_pipe(H, lib):
+    a, b = unix_pair()
+    n = b.detach()
+    out = {"prime": prime(H, lib, n, a)}
+    r, w = os.pipe()
+    os.dup2(r, n)
+    os.close(r)
+    out["recv"] = H.call(lambda: c_recv(lib, n, 64))
+    os.write(w, b"pipe")
+    out["read"] = H.call(lambda: c_recv(lib, n, 64, fn="ghs_read"))
+    out["poll"] = measured(H, lambda: c_poll(lib, [(n, POLLIN)], 2000),
+                           lambda: in_thread_after(0.1, os.write, w, b"x"))
+    report(**out)
+
+
+def case_nonblocking_socket(H, lib):
+    a, b = unix_pair()
+    n = b.detach()
+    out = {"prime": prime(H, lib, n, a)}
+    c, d = unix_pair()
+    d.setblocking(False)
+    behind_our_back(d, n)
+    out["recv"] = measured(H, lambda: c_recv(lib, n, 64))
+    c.send(b"new")
+    out["after"] = H.call(lambda: c_recv(lib, n, 64))
+    report(**out)
+
+
+def case_shorter_timeout(H, lib):
+    a, b = unix_pair()
+    set_timeo(b, socket.SO_RCVTIMEO, 5)
+    n = b.detach()
+    out = {"prime": prime(H, lib, n, a)}
+    c, d = unix_pair()
+    set_timeo(d, socket.SO_RCVTIMEO, 0.2)
+    behind_our_back(d, n)
+    out["recv"] = measured(H, lambda: c_recv(lib, n, 64))
+    report(**out)
+
+
+def case_no_timeout_any_more(H, lib):
+    a, b = unix_pair()
+    set_timeo(b, socket.SO_RCVTIMEO, 0.2)
+    n = b.detach()
+    out = {"prime": prime(H, lib, n, a)}
+    c, d = unix_pair()
+    behind_our_back(d, n)
+    out["recv"] = measured(H, lambda: c_recv(lib, n, 64),
+                           lambda: in_thread_after(0.5, c.send, b"late"))
+    report(**out)
+
+
+def case_reuse_without_a_loop_turn(H, lib):
+    """Close and reuse between two waits of one greenlet, the hub never running in between,
+    while a dup keeps the old file (and any epoll registration of it) alive and readable."""
+    a, b = unix_pair()
+    n = b.detach()
+    keep = os.dup(n)
+    c, d = unix_pair()
+
+    def body():
+        first = c_recv(lib, n, 64)
+        behind_our_back(d, n)
+        t0 = now()
+        second = c_recv(lib, n, 64)
+        return first, second, now() - t0
+    in_thread_after(0.05, a.send, b"one")
+    in_thread_after(0.15, a.send, b"old file")     # readable old file: must not be read
+    in_thread_after(0.3, c.send, b"two")
+    first, second, elapsed = H.call(body)
+    report(first=first, second=second, elapsed=elapsed, old=os.read(keep, 64))
+
+
+def case_seen_changes(H, lib):
+    """Changes made through a patched library's fcntl/ioctl/setsockopt reach a cached fd."""
+    fcntl = hook("fcntl", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    ioctl = hook("ioctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+    setsockopt = hook("setsockopt", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_void_p, ctypes.c_uint)
+    a, b = unix_pair()
+    n = b.fileno()
+    out = {"prime": [prime(H, lib, n, a) for _ in range(3)]}
+    out["cache"] = _hooks.fd_cache_stats()
+    out["fcntl"] = fcntl(n, F_SETFL, O_NONBLOCK)
+    out["nonblocking"] = measured(H, lambda: c_recv(lib, n, 64))
+    fcntl(n, F_SETFL, 0)
+    out["blocking_again"] = prime(H, lib, n, a)
+    one = ctypes.c_int(1)
+    out["ioctl"] = ioctl(n, FIONBIO, ctypes.addressof(one))
+    out["fionbio"] = measured(H, lambda: c_recv(lib, n, 64))
+    zero = ctypes.c_int(0)
+    ioctl(n, FIONBIO, ctypes.addressof(zero))
+    tv = (ctypes.c_long * 2)(0, 200000)
+    out["setsockopt"] = setsockopt(n, socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                   ctypes.addressof(tv), ctypes.sizeof(tv))
+    out["timeout"] = measured(H, lambda: c_recv(lib, n, 64))
+    report(**out)
+
+
+def case_closed_through_hooks(H, lib):
+    """close/dup2 through the hooks: the number reused as a non-blocking socket."""
+    close = hook("close", ctypes.c_int, ctypes.c_int)
+    dup2 = hook("dup2", ctypes.c_int, ctypes.c_int, ctypes.c_int)
+    a, b = unix_pair()
+    n = b.detach()
+    out = {"prime": prime(H, lib, n, a)}
+    c, d = unix_pair()      # made first: neither end may take the closed number
+    d.setblocking(False)
+    out["close"] = close(n)
+    out["dup2"] = dup2(d.fileno(), n) == n
+    d.close()
+    out["recv"] = measured(H, lambda: c_recv(lib, n, 64))
+    report(**out)
+
+
+def case_slots(H, lib):
+    """The state hooks are written into the patched library and restored by unpatch."""
+    from greenhook import _patch, samples
+    state = {name: hook for _, name, _, _, _, hook in _patch.patched_slots(state=True)
+             if name in _hooks.state_hook_table()}
+    greened = {name for _, name, _, _, _, _ in _patch.patched_slots()}
+    table = _hooks.state_hook_table()
+    ok = all(hook == table[name] for name, hook in state.items())
+    greenhook.unpatch_library(samples.library_path("now"))
+    report(state=sorted(state), ok=ok, greened_has_state=bool(greened & set(state)),
+           left=len(_patch.patched_slots(state=True)))
+
+
+def main():
+    case, hub = sys.argv[1], sys.argv[2]
+    H, lib = setup(hub, "now")
+    globals()["case_" + case](H, lib)
+
+
+if __name__ == "__main__":
+    main()
