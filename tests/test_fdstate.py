@@ -13,7 +13,7 @@ GREEN_TICKS = 5
 
 
 def run(case, hub):
-    return run_checked(SCRIPT, timeout=60, args=[case, hub])
+    return run_checked(SCRIPT, timeout=30, args=[case, hub])
 
 
 def assert_primed(prime):
@@ -66,6 +66,16 @@ def test_reused_between_two_waits_with_the_old_file_alive(hub):
     assert r["old"] == "old file", r
 
 
+def test_reused_between_two_waits_with_the_old_file_released(hub):
+    # A watcher/registration kept from the first wait names a file the kernel has dropped:
+    # without re-registering, the second wait would never wake.
+    r = run("reuse_released_without_a_loop_turn", hub)
+    assert r["first"] == [3, 0, "one"], r
+    assert r["second"] == [3, 0, "two"], r
+    assert 0.2 <= r["elapsed"] <= 0.8, r
+    assert r["cpu"] < 0.5 * r["elapsed"], r     # parked, not spinning
+
+
 def test_changes_through_patched_fcntl_ioctl_setsockopt_reach_the_cache(hub):
     r = run("seen_changes", hub)
     for p in r["prime"]:
@@ -106,3 +116,4 @@ def test_state_hooks_are_written_and_restored():
     # The sample library imports these (its request helpers open and close sockets).
     assert {"close", "socket"} <= set(r["state"]), r
     assert r["ok"] and not r["greened_has_state"] and r["left"] == 0, r
+

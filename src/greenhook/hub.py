@@ -151,13 +151,16 @@ class _Waiter:
 
 
 class _FdReg:
-    """Everyone waiting on one fd; ``mask`` is the union registered with epoll."""
+    """Everyone waiting on one fd; ``mask`` is the union registered with epoll.  ``gen``: the
+    fd's generation in the hooks' per-fd table when the registration may outlive its last
+    waiter (:meth:`Hub.wait_fd_gen`), else 0."""
 
-    __slots__ = ("mask", "waiters")
+    __slots__ = ("mask", "waiters", "gen")
 
-    def __init__(self, mask, waiter):
+    def __init__(self, mask, waiter, gen=0):
         self.mask = mask
         self.waiters = [waiter]
+        self.gen = gen
 
 
 class _Timer:
@@ -246,6 +249,10 @@ class Hub:
         self.greenlet = greenlet(self._run_forever, parent=root)
         self._epoll = select.epoll()
         self._fds = {}              # fd -> _FdReg
+        # fd -> _FdReg still registered with epoll after its last waiter left (wait_fd_gen):
+        # the next wait on the same file reuses it; the loop removes whatever is still
+        # idle before it polls.
+        self._idle = {}
         self._timers = []           # heap of (deadline, seq, _Timer)
         self._ncancelled = 0        # cancelled _Timers still in the heap
         self._unref_timers = []     # heap of (deadline, seq, _TimerEx) made with ref=False
@@ -310,6 +317,60 @@ class Hub:
             if timer is not None:
                 timer.cancel()
             self._remove_waiter(fd, w)
+
+    def wait_fd_gen(self, fd, events, timeout, gen):
+        """:meth:`wait_fd` for the hooks, with the fd's generation in their per-fd table
+        (nonzero: they have just checked that the fd names the same open file as at the
+        previous wait with this ``gen``).  The epoll registration then outlives the wait until
+        the loop's next poll: a greenlet that waits on the same fd again before that (a
+        request/response loop) costs no epoll_ctl at all.  A registration left from another
+        generation, or with another mask, is re-armed with EPOLL_CTL_MOD (ENOENT: the kernel
+        dropped it with the old file, so it is added again)."""
+        if timeout is not None:
+            timeout = _seconds(timeout, "timeout")
+            if timeout <= 0:
+                return False
+        glet = getcurrent()
+        if glet is self.greenlet:
+            raise _cannot_block()
+        w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
+        reg = self._idle.pop(fd, None)
+        if reg is not None and fd not in self._fds:
+            if reg.gen != gen or reg.mask != w.events:
+                try:
+                    if not self._ctl(fd, w.events, False):
+                        return True
+                except (OSError, ValueError) as exc:
+                    raise BackendError("the built-in hub could not watch fd %d: %s"
+                                       % (fd, exc)) from exc
+                reg.mask = w.events
+            reg.waiters = [w]
+            self._fds[fd] = reg
+            self._mods += 1
+        elif not self._watch(fd, w):
+            return True
+        self._fds[fd].gen = gen
+        timer = None
+        try:
+            if timeout is not None:
+                timer = self._add_timer(timeout, w.wake, False)
+            return self.greenlet.switch()
+        finally:
+            w.glet = None
+            if timer is not None:
+                timer.cancel()
+            self._remove_waiter(fd, w)
+
+    def _reap_idle(self):
+        """Remove the registrations no wait came back for (before the loop polls)."""
+        idle = self._idle
+        ep = self._epoll
+        for fd in idle:
+            try:
+                ep.unregister(fd)
+            except (OSError, ValueError):
+                pass    # closed (the kernel dropped it) or the hub was destroyed
+        idle.clear()
 
     def wait_fds(self, fds, timeout=None):
         """Like :meth:`wait_fd` for a list of ``(fd, poll_events)``; True when any may be ready."""
@@ -430,7 +491,9 @@ class Hub:
     def _add_waiter(self, fd, w):
         reg = self._fds.get(fd)
         if reg is None:
-            if not self._ctl(fd, w.events, True):
+            # A registration kept idle (wait_fd_gen) is in the kernel still, unless its file
+            # was closed: MOD, which adds on ENOENT.
+            if not self._ctl(fd, w.events, self._idle.pop(fd, None) is None):
                 return False
             self._fds[fd] = _FdReg(w.events, w)
         else:
@@ -454,9 +517,14 @@ class Hub:
             return
         self._mods += 1
         if not waiters:
+            del self._fds[fd]
+            if reg.gen:
+                # Kept until the loop's next poll (wait_fd_gen): a close and reuse of the number
+                # before the next wait shows as a new generation there.
+                self._idle[fd] = reg
+                return
             # Never leave a registration behind: the caller may close the fd right after and
             # the number come back as another file.
-            del self._fds[fd]
             try:
                 self._epoll.unregister(fd)
             except (OSError, ValueError):
@@ -481,6 +549,7 @@ class Hub:
         was closed while a dup kept the file open.  Waiters whose fd no longer registers are
         woken (spuriously: they re-check)."""
         old = self._epoll
+        self._idle.clear()
         self._epoll = select.epoll()
         try:
             old.close()
@@ -593,6 +662,8 @@ class Hub:
                 except BaseException:
                     self.handle_error(callback, *sys.exc_info())
 
+            if self._idle:
+                self._reap_idle()
             if ready:
                 timeout = 0
             else:

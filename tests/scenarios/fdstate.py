@@ -10,6 +10,7 @@ import ctypes
 import os
 import socket
 import sys
+import time
 
 import greenhook
 from greenhook import _hooks
@@ -107,6 +108,27 @@ def case_reuse_without_a_loop_turn(H, lib):
     in_thread_after(0.3, c.send, b"two")
     first, second, elapsed = H.call(body)
     report(first=first, second=second, elapsed=elapsed, old=os.read(keep, 64))
+
+
+def case_reuse_released_without_a_loop_turn(H, lib):
+    """The same, the old file released by the reuse: a registration kept for it is gone from
+    the kernel, and only a re-registration makes the second wait see the new file at all."""
+    a, b = unix_pair()
+    n = b.detach()
+    c, d = unix_pair()
+    cpu = []
+
+    def body():
+        first = c_recv(lib, n, 64)
+        behind_our_back(d, n)
+        t0, c0 = now(), time.process_time()
+        second = c_recv(lib, n, 64)
+        cpu.append(time.process_time() - c0)
+        return first, second, now() - t0
+    in_thread_after(0.05, a.send, b"one")
+    in_thread_after(0.3, c.send, b"two")
+    first, second, elapsed = H.call(body)
+    report(first=first, second=second, elapsed=elapsed, cpu=cpu[0])
 
 
 def case_seen_changes(H, lib):

@@ -5,6 +5,29 @@ include "fdstate.pxi"
 
 # --- the one waiting function -------------------------------------------------------------
 
+cdef dict _gen_ok = {}      # backend class -> whether its wait_fd_gen may stand in for wait_fd
+
+
+cdef object _defining(object cls, str name):
+    for k in cls.__mro__:
+        if name in k.__dict__:
+            return k
+    return None
+
+
+cdef object _gen_waiter(object backend):
+    """``backend.wait_fd_gen`` (one watcher kept per fd across waits), when the class that
+    defines it also defines the ``wait_fd`` in use: a subclass that overrides ``wait_fd`` alone
+    keeps getting every wait through its own ``wait_fd``."""
+    cls = type(backend)
+    ok = _gen_ok.get(cls)
+    if ok is None:
+        where = _defining(cls, "wait_fd_gen")
+        ok = where is not None and where is _defining(cls, "wait_fd")
+        _gen_ok[cls] = ok
+    return backend.wait_fd_gen if ok else None
+
+
 cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
                         uint32_t gen) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
@@ -38,7 +61,7 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
             backend.sleep(timeout)
             return GH_TIMEDOUT
         if nfds == 1 and fds[0].fd >= 0:
-            wait_fd_gen = getattr(backend, "wait_fd_gen", None) if gen != 0 else None
+            wait_fd_gen = _gen_waiter(backend) if gen != 0 else None
             if wait_fd_gen is not None:
                 # The fd still names the file its table entry was filled for (fdstate.pxi):
                 # the backend may keep one watcher per fd across waits.

@@ -39,6 +39,12 @@ class Backend:
         """``wait_fd`` for a list of ``(fd, events)``: True when any may be ready."""
         raise NotImplementedError
 
+    # Optional: ``wait_fd_gen(fd, events, timeout, gen)``, ``wait_fd`` for a socket call that
+    # has just checked (one fstat against the hooks' per-fd table) that ``fd`` names the same
+    # open file as at the previous wait with this ``gen`` (a new ``gen`` whenever the number may
+    # name another file): the backend may then keep one watcher or epoll registration per fd
+    # across waits.  Used only when the class defining it also defines the ``wait_fd`` in use.
+
     def sleep(self, seconds):
         """Park for ``seconds`` (``None``: until an exception is thrown in)."""
         raise NotImplementedError

@@ -18,6 +18,9 @@ class BuiltinBackend(Backend):
     def wait_fd(self, fd, events, timeout):
         return _hub.get_hub().wait_fd(fd, events, timeout)
 
+    def wait_fd_gen(self, fd, events, timeout, gen):
+        return _hub.get_hub().wait_fd_gen(fd, events, timeout, gen)
+
     def wait_fds(self, fds, timeout):
         return _hub.get_hub().wait_fds(fds, timeout)
 

@@ -40,6 +40,12 @@ def _check(seconds):
     return seconds if seconds > 0.0 else 0.0
 
 
+def _keeps_watchers(loop):
+    """Kept watchers are for libev (gevent's default loop); libuv multiplexes io watchers
+    per fd itself, so each wait makes its own there, as before."""
+    return "libev" in type(loop).__module__
+
+
 class GeventBackend(Backend):
     name = "gevent"
 
@@ -71,6 +77,56 @@ class GeventBackend(Backend):
                 return self._wait_fds(fds, max(left, 0.0))
             if self._wait_fds(fds, MAX_TIMER):
                 return True
+
+    def wait_fd_gen(self, fd, events, timeout, gen):
+        """``wait_fd`` with the fd's generation in greenhook's per-fd table (the hooks have
+        just checked that the fd names the same open file as at the previous wait with this
+        ``gen``).  One io watcher per (fd, mask) is kept across waits, started and stopped
+        like gevent's own sockets do: while the fd stays the same file, neither gevent (no
+        fcntl check of a new watcher) nor libev (no epoll_ctl: the mask did not change between
+        two loop iterations) makes a syscall.  A new ``gen`` (the fd was closed or its number
+        reused) replaces the watcher: a new one makes libev register the fd again."""
+        hub = get_hub_if_exists()
+        loop = hub.loop
+        if (timeout is not None and not 0.0 <= timeout <= MAX_TIMER) or (
+                events & POLLPRI and not events & _IN_EVENTS) or not _keeps_watchers(loop):
+            return self.wait_fd(fd, events, timeout)
+        mask = _mask(events)
+        try:
+            kept = hub._greenhook_watchers
+        except AttributeError:
+            kept = hub._greenhook_watchers = {}
+        key = fd * 4 + mask
+        entry = kept.get(key)
+        try:
+            if entry is None or entry[0] != gen:
+                if entry is not None:
+                    entry[1].close()
+                io = loop.io(fd, mask)
+                kept[key] = (gen, io)
+            else:
+                io = entry[1]
+                if io.active:
+                    # Another greenlet waits on this fd and mask: a watcher of its own.
+                    return self._wait_fds(((fd, events),), timeout)
+            waiter = Waiter(hub)
+            io.start(waiter.switch, True)
+        except Exception as exc:
+            kept.pop(key, None)
+            raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
+        timer = None
+        try:
+            if timeout is not None:
+                try:
+                    timer = loop.timer(timeout)
+                    timer.start(waiter.switch, False)
+                except Exception as exc:
+                    raise BackendError("gevent's loop could not time a wait: %s" % exc) from exc
+            return waiter.get()     # parked: what is raised here was thrown in
+        finally:
+            io.stop()
+            if timer is not None:
+                timer.close()
 
     def _wait_fds(self, fds, timeout):
         hub = get_hub_if_exists()
