@@ -117,3 +117,13 @@ def test_state_hooks_are_written_and_restored():
     assert {"close", "socket"} <= set(r["state"]), r
     assert r["ok"] and not r["greened_has_state"] and r["left"] == 0, r
 
+
+def test_read_write_hint_never_decides_a_wait(hub):
+    r = run("read_hint", hub)
+    assert r["pipe_write"] == [4, 0] and r["pipe_read"] == [4, 0, "pipe"], r
+    (res, err, data), elapsed, ticks = r["socket_read"]
+    assert (res, err, data) == (4, 0, "sock"), r
+    assert 0.08 <= elapsed <= 0.5 and ticks >= GREEN_TICKS, r     # parked, not blocked
+    assert r["socket_read2"] == [2, 0, "s2"] and r["pipe_read2"] == [2, 0, "p2"], r
+    st = r["stats"]
+    assert st["read"]["green"] == 1 and st["read"]["blocked"] == 0, st

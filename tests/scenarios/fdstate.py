@@ -14,7 +14,7 @@ import time
 
 import greenhook
 from greenhook import _hooks
-from ghscen import (POLLIN, c_poll, c_recv, in_thread_after, now, report, set_timeo, setup,
+from ghscen import (POLLIN, c_poll, ccall, c_recv, in_thread_after, now, report, set_timeo, setup,
                     unix_pair)
 from hardening import measured
 
@@ -170,6 +170,27 @@ def case_closed_through_hooks(H, lib):
     out["dup2"] = dup2(d.fileno(), n) == n
     d.close()
     out["recv"] = measured(H, lambda: c_recv(lib, n, 64))
+    report(**out)
+
+
+def case_read_hint(H, lib):
+    """read/write pick their first try by a per-fd socket-ness hint: a pipe's number reused as
+    a blocking socket behind greenhook's back must still park greenly, and a socket's number
+    reused as a pipe must still read it."""
+    r, w = os.pipe()
+    out = {"pipe_write": H.call(lambda: ccall(lib.ghs_write, w, b"pipe", 4)),
+           "pipe_read": H.call(lambda: c_recv(lib, r, 64, fn="ghs_read"))}
+    c, d = unix_pair()
+    behind_our_back(d, r)           # the pipe's read end number is now a blocking socket
+    out["socket_read"] = measured(H, lambda: c_recv(lib, r, 64, fn="ghs_read"),
+                                  lambda: in_thread_after(0.1, c.send, b"sock"))
+    a, b = unix_pair()
+    out["socket_read2"] = H.call(lambda: (a.send(b"s2"), c_recv(lib, b.fileno(), 64, fn="ghs_read"))[1])
+    r2, w2 = os.pipe()
+    os.write(w2, b"p2")
+    os.dup2(r2, b.fileno())         # the socket's number is now a pipe
+    out["pipe_read2"] = H.call(lambda: c_recv(lib, b.fileno(), 64, fn="ghs_read"))
+    out["stats"] = greenhook.stats()
     report(**out)
 
 

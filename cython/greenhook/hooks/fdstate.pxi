@@ -49,6 +49,7 @@ cdef extern from * nogil:
         uint32_t epoch;         /* gh_fd_epoch when filled; 0: nothing cached */
         uint32_t gen;           /* bumped whenever the entry may name another file */
         int32_t nonblock;       /* O_NONBLOCK was set */
+        uint32_t kind;          /* hint for read/write: 0 unknown, 1 socket, 2 anything else */
         uint64_t dev, ino;      /* identity of the open file the state was read from */
         int64_t rcvtimeo_ns, sndtimeo_ns;   /* 0: none */
     } gh_fdinfo_t;
@@ -99,6 +100,7 @@ cdef extern from * nogil:
             ;   /* a writer holds it for a few instructions */
         e->epoch = 0;
         e->gen++;
+        __atomic_store_n(&e->kind, 0, __ATOMIC_RELAXED);
         gh_fd_write_end(e);
     }
 
@@ -154,8 +156,10 @@ cdef extern from * nogil:
         *gen = 0;
         if (!have_st || fl < 0 || !gh_fd_write_begin(e))
             return;
-        if (e->epoch == 0 || e->ino != (uint64_t)st.st_ino || e->dev != (uint64_t)st.st_dev)
+        if (e->epoch == 0 || e->ino != (uint64_t)st.st_ino || e->dev != (uint64_t)st.st_dev) {
             e->gen++;
+            __atomic_store_n(&e->kind, S_ISSOCK(st.st_mode) ? 1 : 2, __ATOMIC_RELAXED);
+        }
         if (e->gen == 0)
             e->gen = 1;
         e->dev = (uint64_t)st.st_dev;
@@ -176,6 +180,51 @@ cdef extern from * nogil:
         uint32_t g;
         gh_fd_wait_state(fd, SO_RCVTIMEO, &nb, &t, &g);
         return g;
+    }
+
+    /* Whether read/write on fd count as socket calls (stats) -- a hint, learnt with one
+       fstat the first time a number is used and forgotten by the close/dup hooks and when a
+       wait finds another file there.  It never decides whether a call may wait. */
+    static int gh_fd_socket_hint(int fd) {
+        struct stat st;
+        uint32_t k = 0;
+        gh_fdinfo_t *e = gh_fd_slot(fd, 1);
+        if (e != NULL) {
+            k = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+            if (k)
+                return k == 1;
+        }
+        if (fstat(fd, &st) != 0)
+            return 0;
+        k = S_ISSOCK(st.st_mode) ? 1 : 2;
+        if (e != NULL)
+            __atomic_store_n(&e->kind, k, __ATOMIC_RELAXED);
+        return k == 1;
+    }
+
+    #ifndef RWF_NOWAIT
+    #define RWF_NOWAIT 0x00000008
+    #endif
+    /* read/write that never wait, on any kind of fd: a socket reads as recv(MSG_DONTWAIT), a
+       pipe or FIFO says EAGAIN when empty/full; EOPNOTSUPP where the file does not support
+       it (ttys, old kernels), EINVAL/ENOSYS where the kernel does not know the flag. */
+    static ssize_t gh_read_nowait(int fd, void *buf, size_t n) {
+        struct iovec v;
+        v.iov_base = buf;
+        v.iov_len = n;
+        return preadv2(fd, &v, 1, -1, RWF_NOWAIT);
+    }
+
+    static ssize_t gh_write_nowait(int fd, const void *buf, size_t n) {
+        struct iovec v;
+        v.iov_base = (void *)buf;
+        v.iov_len = n;
+        return pwritev2(fd, &v, 1, -1, RWF_NOWAIT);
+    }
+
+    static int gh_nowait_unsupported(int e) {
+        return e == EAGAIN || e == EWOULDBLOCK || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS
+            || e == ESPIPE;
     }
 
     #ifndef SO_RCVTIMEO_NEW
@@ -203,6 +252,10 @@ cdef extern from * nogil:
     void gh_fd_wait_state(int fd, int opt, int *nonblock, int64_t *timeo_ns, uint32_t *gen)
     uint32_t gh_fd_identity(int fd)
     int gh_is_timeo_opt(int level, int opt)
+    int gh_fd_socket_hint(int fd)
+    ssize_t gh_read_nowait(int fd, void *buf, size_t n)
+    ssize_t gh_write_nowait(int fd, const void *buf, size_t n)
+    int gh_nowait_unsupported(int e)
     uint64_t gh_fd_hits, gh_fd_misses
     enum:
         F_DUPFD, F_DUPFD_CLOEXEC, FIONBIO

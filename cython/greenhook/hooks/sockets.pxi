@@ -24,6 +24,16 @@ cdef ssize_t _recv(gh_thread_t *t, int sym, int fd, char *buf, size_t n, int fla
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT, stream = -1
     if (flags & (MSG_WAITALL | MSG_PEEK)) == (MSG_WAITALL | MSG_PEEK):
         return _recv_peek_all(t, sym, fd, buf, n, flags, addr, alen)
+    if from_read and not gh_fd_socket_hint(fd):
+        # Not a socket, by the per-fd hint: one read that never waits, whatever the fd is
+        # (preadv2 RWF_NOWAIT), instead of a recvfrom that fails with ENOTSOCK first.  "Would
+        # block" (or a file that cannot say) goes on below, where recvfrom tells a socket (park)
+        # from anything else (the real read): a stale hint costs a syscall, never a wrong wait.
+        r = gh_read_nowait(fd, buf, n)
+        if r >= 0 or not gh_nowait_unsupported(gh_get_errno()):
+            t.counters[sym].passthrough += 1
+            return r
+        gh_set_errno(e0)
     while True:
         if not dontwait:
             _in_flight(t, sym)
@@ -204,6 +214,16 @@ cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, i
     cdef ssize_t r, sent = 0
     cdef int64_t deadline = GH_UNSET
     cdef int rc, e, how = GH_HOW_FAST, dontwait = MSG_DONTWAIT
+    if from_write and not gh_fd_socket_hint(fd):
+        # As in _recv: one write that never waits (pwritev2 RWF_NOWAIT) for a non-socket.
+        r = gh_write_nowait(fd, buf, n)
+        if r >= 0 and <size_t>r < n:
+            # Part of it went (a pipe near full, or a socket after all): the rest as below.
+            sent = r
+        elif r >= 0 or not gh_nowait_unsupported(gh_get_errno()):
+            t.counters[sym].passthrough += 1
+            return r
+        gh_set_errno(e0)
     while True:
         if not dontwait:
             _in_flight(t, sym)
@@ -219,7 +239,11 @@ cdef ssize_t _send(gh_thread_t *t, int sym, int fd, const char *buf, size_t n, i
         if e == ENOTSOCK and from_write:
             t.counters[sym].passthrough += 1
             gh_set_errno(e0)
-            return real_write(fd, buf, n)
+            r = real_write(fd, buf + sent, n - sent)
+            if r < 0 and sent > 0:
+                gh_set_errno(e0)
+                return sent
+            return r if r < 0 else sent + r
         if not _would_block(e):
             return _error(t, sym, how, sent, e)
         rc = _would_block_again(t, fd, POLLOUT, SO_SNDTIMEO, &deadline, sym, &how, &dontwait)
