@@ -40,6 +40,7 @@ import sys
 import threading
 import traceback
 import warnings
+import weakref
 from time import monotonic
 
 from greenlet import getcurrent
@@ -490,11 +491,33 @@ class Watch:
         # The hub thread's CPU and run-queue times tell computing and waiting for a CPU from
         # blocking.
         self._sched = SchedClock(threading.get_native_id())
+        self._start_monitor()
+        _live.add(self)
+
+    def _start_monitor(self):
         # Taken here, in the hub's thread: the monitor thread may first get the GIL only after
         # a long call that holds it, and must still see that call as a stall.
         self._first = (monotonic(), self._sched.read(), self._blocked_counts())
         self._thread = threading.Thread(target=self._run, name="greenhook-watch", daemon=True)
         self._thread.start()
+
+    def _after_fork_in_child(self):
+        """The monitor thread did not survive the fork.  A watch on the forking thread's hub
+        gets a new monitor (and reads the child's own scheduler statistics: the child's thread
+        has another native id); a watch on any other thread's hub is over, as that thread is."""
+        self._stop = threading.Event()
+        hb = self._heartbeat
+        if hb.cancelled or hb.thread_ident != threading.get_ident():
+            self._stop.set()
+            hb.cancelled = True     # its hub went with its thread: nothing left to cancel
+            self._thread = threading.current_thread()   # stop() must not join a dead thread
+            self._sched.close()
+            return
+        hb.native_id = threading.get_native_id()
+        hb.last = monotonic()
+        self._sched.close()
+        self._sched = SchedClock(hb.native_id)
+        self._start_monitor()
 
     def __repr__(self):
         state = "stopped" if self._stop.is_set() else "running"
@@ -515,6 +538,7 @@ class Watch:
         """Stop the monitor thread and the hub's heartbeat.  Idempotent; any thread."""
         self._stop.set()
         self._heartbeat.cancel()
+        _live.discard(self)
         if self._thread is not threading.current_thread():
             self._thread.join(5)
 
@@ -684,6 +708,24 @@ def watch(threshold=0.1, report=None, hub=None):
 
 _env_watches = {}   # thread ident -> Watch started by from_env
 _env_lock = threading.Lock()
+_live = weakref.WeakSet()   # every Watch not yet stopped (for fork)
+
+
+def _after_fork_in_child():
+    global _env_lock
+    _env_lock = threading.Lock()        # another thread may have held it at the fork
+    me = threading.get_ident()
+    for key in [k for k in _env_watches if k != me]:
+        del _env_watches[key]
+    for w in list(_live):
+        if not w.stopped:
+            w._after_fork_in_child()
+        if w.stopped:
+            _live.discard(w)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _env_warning(value, why):

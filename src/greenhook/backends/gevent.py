@@ -1,10 +1,11 @@
 """Backend on gevent's hub: io and timer watchers on gevent's loop."""
 
+import os
 import threading
 from time import monotonic
 
 from gevent._hub_local import get_hub_if_exists
-from gevent.hub import Waiter, get_hub
+from gevent.hub import Waiter, get_hub, reinit
 from greenlet import getcurrent
 
 from greenhook.exceptions import BackendError
@@ -150,6 +151,20 @@ class _GeventHeartbeat(Heartbeat):
         # Watchers belong to the loop's thread; from elsewhere the next tick closes it.
         if threading.get_ident() == self.thread_ident:
             self._timer.close()
+
+
+def _after_fork_in_child():
+    # gevent re-initialises its loop only in gevent.fork() (or a monkey-patched os.fork);
+    # after a plain os.fork() -- multiprocessing's fork start method -- libev would keep
+    # sharing the parent's epoll set.  gevent.hub.reinit() is idempotent: gevent.fork() calling
+    # it again after this is fine.
+    hub = get_hub_if_exists()
+    if hub is not None:
+        reinit(hub)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 BACKEND = GeventBackend()
