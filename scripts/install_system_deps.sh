@@ -44,6 +44,9 @@ PACKAGES=(
     "binutils"
     "procps"
     "util-linux"
+    # deployment tests (tests/deploy/): a Redis broker for Celery, a load generator
+    "redis-server"
+    "wrk"
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})
