@@ -50,6 +50,7 @@ def baseline(tools):
     assert gh["patched"] == [] and gh["poll"] == {}, gh      # greenhook really was off
     # One request at a time: ~20 req/s (a bound on both sides, so the ratio below means it).
     assert 10 <= res["req_s"] <= 25, res
+    assert "Traceback" not in res["log"] and "Exception ignored" not in res["log"], res["log"]
     return res
 
 
@@ -70,6 +71,8 @@ def test_one_worker_serves_50x(case, tools, baseline):
     # The worker's waits were green, none blocked the OS thread.
     assert gh["poll"]["green"] >= res["requests"] // 2 and gh["poll"]["blocked"] == 0, gh
     assert res["non_2xx"] == 0 and not any(res["socket_errors"].values()), res
+    # Nothing went wrong in the master or the worker, up to and including their exit.
+    assert "Traceback" not in res["log"] and "Exception ignored" not in res["log"], res["log"]
     ratio = res["req_s"] / baseline["req_s"]
     assert ratio >= 50, "%s: %.1f req/s = %.1fx the ungreened %.1f req/s (need >= 50x)" % (
         case, res["req_s"], ratio, baseline["req_s"])

@@ -99,7 +99,7 @@ def forget_other_threads():
     """After fork, in the child: only the forking OS thread exists.  Retire the states of the
     others (their counters stay in ``stats()``); returns how many were dropped."""
     cdef _ThreadState st
-    me = threading.get_ident()
+    me = PyThread_get_thread_ident()
     gone = [s for s in _all_states if (<_ThreadState>s).thread_ident != me]
     for s in gone:
         st = <_ThreadState>s
