@@ -1,7 +1,6 @@
 """Backend on gevent's hub: io and timer watchers on gevent's loop."""
 
 import os
-import threading
 from time import monotonic
 
 from gevent._hub_local import get_hub_if_exists
@@ -11,7 +10,7 @@ from greenlet import getcurrent
 from greenhook.exceptions import BackendError
 from greenhook.hub import _seconds
 
-from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
+from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat, os_thread_ident
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
 _IN_EVENTS = READ_EVENTS & ~POLLPRI
@@ -149,7 +148,7 @@ class _GeventHeartbeat(Heartbeat):
     def cancel(self):
         self.cancelled = True
         # Watchers belong to the loop's thread; from elsewhere the next tick closes it.
-        if threading.get_ident() == self.thread_ident:
+        if os_thread_ident() == self.thread_ident:
             self._timer.close()
 
 
