@@ -176,7 +176,7 @@ if [ "${#todo[@]}" -gt 0 ]; then
     log "installing: ${todo[*]}"
     "$PY" -m pip install -q "${todo[@]}"
 else
-    log "PyMySQL, psycogreen, gevent, pytest already at the pinned versions"
+    log "PyMySQL, psycogreen, gevent, pytest, gunicorn, celery already at the pinned versions"
 fi
 
 # --- psycopg2-binary, in its own venv ----------------------------------------
