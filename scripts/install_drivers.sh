@@ -45,6 +45,10 @@ PYTEST_VERSION=9.2.0
 # deployment tests (tests/deploy/): the servers users run greenhook in
 GUNICORN_VERSION=23.0.0
 CELERY_VERSION=5.5.3
+PYODBC_VERSION=5.5.0       # auto mode (issue 10): unixODBC dlopens the ODBC driver at connect
+PYTHON_LDAP_VERSION=3.4.8  # auto mode (issue 10): libldap
+PYASN1_VERSION=0.6.5       # python-ldap's pure-Python dependencies
+PYASN1_MODULES_VERSION=0.4.2
 
 # The C drivers: "dist==version import.name.of.extension system-library-soname"
 C_DRIVERS=(
@@ -52,6 +56,8 @@ C_DRIVERS=(
     "psycopg2==$PSYCOPG2_VERSION psycopg2._psycopg libpq.so.5"
     "pylibmc==$PYLIBMC_VERSION _pylibmc libmemcached.so"
     "pycurl==$PYCURL_VERSION pycurl libcurl.so.4"
+    "pyodbc==$PYODBC_VERSION pyodbc libodbc.so.2"
+    "python-ldap==$PYTHON_LDAP_VERSION _ldap libldap"
 )
 PURE=(
     "PyMySQL==$PYMYSQL_VERSION"
@@ -60,6 +66,8 @@ PURE=(
     "pytest==$PYTEST_VERSION"
     "gunicorn==$GUNICORN_VERSION"
     "celery[redis]==$CELERY_VERSION"
+    "pyasn1==$PYASN1_VERSION"
+    "pyasn1-modules==$PYASN1_MODULES_VERSION"
 )
 BINARY=(
     "psycopg2-binary==$PSYCOPG2_VERSION"

@@ -47,6 +47,15 @@ PACKAGES=(
     # deployment tests (tests/deploy/): a Redis broker for Celery, a load generator
     "redis-server"
     "wrk"
+    "iproute2"          # ip link set lo up in the DNS tests' network namespace
+    # auto mode (issue 10): pyodbc + unixODBC with the MariaDB and PostgreSQL ODBC drivers
+    # (dlopened at the first connect), python-ldap (libldap) against a throwaway slapd
+    "unixodbc-dev"
+    "odbc-mariadb"
+    "odbc-postgresql"
+    "libldap-dev|libldap2-dev"
+    "libsasl2-dev"
+    "slapd"
 )
 # shellcheck disable=SC2206
 PACKAGES+=(${GREENHOOK_APT_EXTRA:-})
@@ -136,6 +145,16 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${chosen[@]}"
+
+# slapd: the tests run their own throwaway instance (scripts/services.py), never the package's
+# default one. policy-rc.d kept it from starting; if it started anyway, stop it.
+case " ${chosen[*]} " in
+    *" slapd "*)
+        if [ -f /run/slapd/slapd.pid ] && kill -0 "$(cat /run/slapd/slapd.pid)" 2>/dev/null; then
+            echo "install_system_deps.sh: stopping the slapd instance the package started"
+            $SUDO kill "$(cat /run/slapd/slapd.pid)" || true
+        fi ;;
+esac
 
 # Verify: every entry must now be satisfied.
 fail=0

@@ -55,10 +55,10 @@ import time
 
 HOST = "127.0.0.1"
 SCHEMA = 1
-ALL_SERVICES = ("mysql", "postgres", "memcached", "http", "redis")
+ALL_SERVICES = ("mysql", "postgres", "memcached", "http", "slapd", "redis")
 JSON_NAME = "services.json"
 # Sub-directories of D that start creates (and stop --clean / a new start removes).
-OWNED = ("mysql", "pg", "logs", "run")
+OWNED = ("mysql", "pg", "logs", "run", "ldap")
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin for ".s.PGSQL.<port>"
 IS_ROOT = os.geteuid() == 0
 SBIN_PATH = os.pathsep.join(
@@ -723,6 +723,83 @@ def start_http(ctx):
 
 
 # --------------------------------------------------------------------------------------------
+# slapd (OpenLDAP) + delaying proxy: python-ldap's libldap under auto mode (issue 10).
+# Its own throwaway config and database under D/ldap; the Debian package's default instance
+# (/etc/ldap/slapd.d) is never used (install_system_deps.sh keeps it from starting).
+
+LDAP_SUFFIX = "dc=greenhook,dc=test"
+LDAP_PEOPLE = 20   # uid=user0..user19 under ou=people
+
+
+def _slapd_modulepath():
+    for d in ("/usr/lib/ldap", "/usr/lib/openldap", "/usr/lib64/openldap"):
+        if os.path.exists(os.path.join(d, "back_mdb.so")):
+            return d
+    return None
+
+
+def start_slapd(ctx):
+    logs, state, timeout = ctx["logs"], ctx["state"], ctx["timeout"]
+    slapd, slapadd = need("slapd"), need("slapadd")
+    home = os.path.join(ctx["root"], "ldap")
+    db = os.path.join(home, "db")
+    os.makedirs(db)
+    llog = os.path.join(logs, "slapd.log")
+    plog = os.path.join(logs, "slapd-proxy.log")
+    modpath = _slapd_modulepath()
+    conf = os.path.join(home, "slapd.conf")
+    with open(conf, "w") as f:
+        f.write("include /etc/ldap/schema/core.schema\n"
+                "include /etc/ldap/schema/cosine.schema\n"
+                "include /etc/ldap/schema/inetorgperson.schema\n"
+                "pidfile %s\n" % os.path.join(home, "slapd.pid"))
+        if modpath:
+            f.write("modulepath %s\nmoduleload back_mdb\n" % modpath)
+        f.write("database mdb\nmaxsize 67108864\nsuffix \"%s\"\nrootdn \"cn=admin,%s\"\n"
+                "rootpw secret\ndirectory %s\naccess to * by * read\n"
+                % (LDAP_SUFFIX, LDAP_SUFFIX, db))
+    ldif = os.path.join(home, "data.ldif")
+    with open(ldif, "w") as f:
+        f.write("dn: %s\nobjectClass: dcObject\nobjectClass: organization\no: greenhook\n"
+                "dc: greenhook\n\ndn: ou=people,%s\nobjectClass: organizationalUnit\nou: people\n\n"
+                % (LDAP_SUFFIX, LDAP_SUFFIX))
+        for i in range(LDAP_PEOPLE):
+            f.write("dn: uid=user%d,ou=people,%s\nobjectClass: inetOrgPerson\nuid: user%d\n"
+                    "cn: User %d\nsn: %d\n\n" % (i, LDAP_SUFFIX, i, i, i))
+    run([slapadd, "-f", conf, "-l", ldif], logfile=llog)
+    for attempt in range(3):
+        port = free_port()
+        # -d 0: stay in the foreground (so the PID is ours to stop), log nothing extra
+        proc = spawn([slapd, "-f", conf, "-h", "ldap://%s:%d/" % (HOST, port), "-d", "0"], llog)
+        state.add_process(process_record("slapd", proc.pid))
+        try:
+            wait_ready("slapd", lambda: tcp_probe(port), lambda: proc.poll() is None,
+                       timeout, [llog])
+        except ServiceError:
+            if proc.poll() is not None and attempt < 2:
+                continue
+            raise
+        break
+    delay = 0.3
+    pproc, pport = start_python_server(
+        ctx, "slapd-proxy", ["_proxy", "--target-port", str(port), "--delay", repr(delay)], plog,
+        lambda p: tcp_probe(p))
+    return {
+        "pid": proc.pid,
+        "host": HOST,
+        "port": port,
+        "uri": "ldap://%s:%d" % (HOST, port),
+        "base": LDAP_SUFFIX,
+        "people": LDAP_PEOPLE,
+        "log": llog,
+        "proxy_pid": pproc.pid,
+        "proxy_port": pport,
+        "proxy_delay": delay,
+        "proxy_uri": "ldap://%s:%d" % (HOST, pport),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # redis (the Celery broker of the deployment tests)
 
 
@@ -764,6 +841,7 @@ STARTERS = {
     "postgres": start_postgres,
     "memcached": start_memcached,
     "http": start_http,
+    "slapd": start_slapd,
     "redis": start_redis,
 }
 

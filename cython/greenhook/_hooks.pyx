@@ -24,6 +24,8 @@ The code is split by concept into ``hooks/*.pxi`` (included here, so that everyt
 * ``sockets.pxi``    the receive and send families, connect, accept;
 * ``readiness.pxi``  poll, ppoll, select, pselect;
 * ``sleep.pxi``      sleep, usleep, nanosleep, clock_nanosleep;
+* ``resolve.pxi``    name lookups on the native resolver pool (``includes/gh_dns.h``);
+* ``loader.pxi``     dlopen, dlmopen: auto mode patches what C code loads;
 * ``entry.pxi``      the ``gh_<libc name>`` entry points with the exact libc signatures;
 * ``face.pxi``       the Python face: hook table, thread binding, counters.
 """
@@ -53,6 +55,7 @@ cdef extern from "gh_thread.h" nogil:
         GH_SYM_WRITEV, GH_SYM_RECV, GH_SYM_SEND, GH_SYM_RECVFROM, GH_SYM_SENDTO, GH_SYM_RECVMSG
         GH_SYM_SENDMSG, GH_SYM_POLL, GH_SYM_PPOLL, GH_SYM_SELECT, GH_SYM_PSELECT, GH_SYM_SLEEP
         GH_SYM_USLEEP, GH_SYM_NANOSLEEP, GH_SYM_CLOCK_NANOSLEEP, GH_NSYM
+        GH_SYM_DLOPEN, GH_SYM_DLMOPEN   # the loader hooks (hooks/loader.pxi)
     const char *const gh_sym_names[]
     ctypedef struct gh_counter_t:
         uint64_t passthrough, fast, green, timeouts, cancelled, blocked, waits
@@ -124,5 +127,7 @@ include "hooks/wait.pxi"
 include "hooks/sockets.pxi"
 include "hooks/readiness.pxi"
 include "hooks/sleep.pxi"
+include "hooks/resolve.pxi"
+include "hooks/loader.pxi"
 include "hooks/entry.pxi"
 include "hooks/face.pxi"

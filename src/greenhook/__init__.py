@@ -12,6 +12,9 @@ __all__ = [
     "unpatch_all",
     "patched_libraries",
     "PatchReport",
+    # auto mode
+    "patch_all",
+    "auto_report",
     # hubs
     "use",
     "enable_thread",
@@ -85,6 +88,9 @@ from greenhook._api import (
     stats,
     use,
 )
+
+# --- auto mode: everything loaded, and everything loaded later
+from greenhook._auto import auto_report, patch_all
 
 # --- the blocking detector
 from greenhook._watch import Stall, Watch, watch

@@ -37,13 +37,17 @@ def current_backend():
     return st.backend if st.backend is not None else _core.resolve_backend()
 
 
-def configure(shutdown_cancelled_sockets=None):
+def configure(shutdown_cancelled_sockets=None, resolver_threads=None):
     """Set process-wide options; returns the previous values of those given.
 
     ``shutdown_cancelled_sockets`` (default True): when a kill or timeout cancels a call parked
     on a connected stream socket, shut that socket down, so that the driver sees a dead
     connection rather than reading the server's late answer as the answer to its next request.
     Turn it off only for libraries that resynchronise their protocol themselves.
+
+    ``resolver_threads`` (default 64): at most this many OS threads of the resolver pool run
+    greened name lookups (``getaddrinfo`` & co.) at once; more lookups queue.  Workers start
+    on demand and exit after 10 s idle; lowering the bound retires surplus idle workers.
     """
     hooks = _core.hooks()
     previous = {}
@@ -54,6 +58,13 @@ def configure(shutdown_cancelled_sockets=None):
                 % (shutdown_cancelled_sockets,))
         previous["shutdown_cancelled_sockets"] = hooks.set_shutdown_on_cancel(
             shutdown_cancelled_sockets)
+    if resolver_threads is not None:
+        if isinstance(resolver_threads, bool) or not isinstance(resolver_threads, int) \
+                or not 1 <= resolver_threads <= 4096:
+            raise InvalidArgument(
+                "configure(resolver_threads=...) takes an int from 1 to 4096, got %r"
+                % (resolver_threads,))
+        previous["resolver_threads"] = hooks.set_resolver_threads(resolver_threads)
     return previous
 
 

@@ -215,14 +215,20 @@ def _is_system_runtime(obj):
 
 # --- patching ---------------------------------------------------------------------------------
 
-_BLOCKING = set(_symbols.GREENED) | set(_symbols.NOT_GREENED_YET)
+_LOADER = frozenset(_symbols.LOADER)
+_BLOCKING = (set(_symbols.GREENED) | set(_symbols.NOT_GREENED_YET)) - _LOADER
 
 
-def _patch_object(obj, refuse=True):
+def _patch_object(obj, refuse=True, bind=True, loader=False):
+    """Patch ``obj``; ``bind``: the calling thread waits greenly from then on; ``loader``:
+    also its dlopen/dlmopen slots (auto mode), unless it has a run path (see _symbols.LOADER)."""
     _elf, _hooks = _native()
+    loader = loader and not obj.runpath
     with _lock:
         done = _registry.get(obj.base)
         if done is not None:
+            if loader:
+                _top_up_loader(_elf, _hooks, obj, done)
             return done.report  # patching twice is a no-op
         if refuse:
             why = _refusal(obj)
@@ -232,7 +238,7 @@ def _patch_object(obj, refuse=True):
         hook_addrs = set(table.values())
         all_imports = obj.slots(_BLOCKING)
         plan, symbols, kinds = [], {}, {}
-        for name, addr, kind, value in all_imports:
+        for name, addr, kind, value in all_imports + (obj.slots(_LOADER) if loader else []):
             hook = table.get(name)
             if hook is None or value in hook_addrs:
                 continue
@@ -260,8 +266,24 @@ def _patch_object(obj, refuse=True):
             bind_now=obj.bind_now,
         )
         _registry[obj.base] = _Patched(obj, report, slots)
-        _ensure_thread_bound()
+        if bind:
+            _ensure_thread_bound()
         return report
+
+
+def _top_up_loader(_elf, _hooks, obj, done):
+    """Auto mode on an object patched before it: add its dlopen/dlmopen slots."""
+    table = _hooks.hook_table()
+    hook_addrs = set(table.values())
+    plan = [(addr, table[name], name, kind) for name, addr, kind, value in obj.slots(_LOADER)
+            if name in table and value not in hook_addrs]
+    if not plan:
+        return
+    old = _elf.write_slots([(addr, hook) for addr, hook, _, _ in plan])
+    for (addr, hook, name, kind), prev in zip(plan, old):
+        done.slots.append((addr, prev, hook, name, kind))
+        done.report.symbols[name] = done.report.symbols.get(name, 0) + 1
+        done.report.kinds[name] = sorted(set(done.report.kinds.get(name, ())) | {kind})
 
 
 def _ensure_thread_bound():
@@ -307,10 +329,11 @@ def _restore(_elf, done):
 
 
 def unpatch_all():
-    """Restore every patched library; return the list of their reports.
+    """Restore every patched library (and end auto mode); return the list of their reports.
 
     A library that cannot be restored stays patched (and listed by ``patched_libraries()``);
     the others are restored, then PatchError names the first failure."""
+    stop_auto()
     if not _registry:
         return []
     _elf, _ = _native()
@@ -332,10 +355,27 @@ def unpatch_all():
         return reports
 
 
+class Libraries(list):
+    """The PatchReports of every library currently patched, in patching order (a list), with
+    what auto mode left alone: ``refused`` = {library path: why} for every loaded object that
+    imports a hooked call and was not patched (the system runtime, greenlet/gevent/greenhook,
+    the skip list, not on the allow list, a patch that failed)."""
+
+    def __init__(self, reports, refused):
+        super().__init__(reports)
+        self.refused = refused
+
+    def as_dict(self):
+        return {"auto": _auto is not None,
+                "patched": [r.as_dict() for r in self],
+                "refused": dict(self.refused)}
+
+
 def patched_libraries():
-    """PatchReports of every library currently patched, in patching order."""
+    """:class:`Libraries`: the PatchReports of every library currently patched, in patching
+    order, and (``.refused``) what auto mode refused and why."""
     with _lock:
-        return [p.report for p in _registry.values()]
+        return Libraries([p.report for p in _registry.values()], dict(_refused))
 
 
 def patched_slots():
@@ -444,3 +484,144 @@ def patch_module(module, follow_deps=True):
                 continue
             reports.append(_patch_object(obj))
     return reports
+
+
+# --- auto mode: every loaded object, and everything loaded later ------------------------------
+
+_auto = None        # _AutoPolicy while auto mode is on
+_refused = {}       # library path -> why auto mode left it alone
+_considered = set()  # (base, path) of every object auto mode has decided on
+
+
+class _AutoPolicy:
+    __slots__ = ("skip", "allow")
+
+    def __init__(self, skip, allow):
+        self.skip = tuple(skip)
+        self.allow = None if allow is None else tuple(allow)
+
+
+def parse_names(text):
+    """``"libfoo.so.1, libbar"`` -> ``("libfoo.so.1", "libbar")`` (commas or whitespace)."""
+    return tuple(n for n in (text or "").replace(",", " ").split() if n)
+
+
+def _matches(obj, entries):
+    """The first entry naming ``obj``: its soname or file name, that name's stem up to a
+    ``.`` or ``-`` (``libcrypto`` names ``libcrypto.so.3``), or a path to the same file."""
+    real = os.path.realpath(obj.path) if obj.path else ""
+    names = {n for n in (obj.soname, os.path.basename(obj.path or ""), os.path.basename(real)) if n}
+    for e in entries:
+        if "/" in e:
+            if real and real == os.path.realpath(e):
+                return e
+        elif any(n == e or n.startswith((e + ".", e + "-")) for n in names):
+            return e
+    return None
+
+
+_HOOKED_NAMES = frozenset(name for name, _, _ in _symbols.HOOKED)
+
+
+def _auto_decide(obj, policy):
+    """None: patch ``obj``; "": leave it silently (imports nothing hooked); else why not."""
+    try:
+        if obj.problem or not obj.slots(_HOOKED_NAMES):
+            return obj.problem or ""
+    except GreenhookError as exc:
+        return f"its dynamic section cannot be read: {exc}"
+    why = _refusal(obj)
+    if why:
+        return why
+    segs = obj.segments
+    if segs and _core.hooks().namespace_of(segs[0][0]) > 0:
+        return ("it lives in another link-map namespace (dlmopen): its own copy of libc keeps "
+                "its own errno, which the hooks cannot set")
+    if _is_system_runtime(obj):
+        return "it is part of the system runtime (left out, as by patch_module)"
+    hit = _matches(obj, policy.skip)
+    if hit:
+        return f"on the skip list ({hit!r}, GREENHOOK_SKIP)"
+    if policy.allow is not None and not _matches(obj, policy.allow):
+        return "not on the allow list (GREENHOOK_ALLOW)"
+    return None
+
+
+def patch_new_objects():
+    """Auto mode: decide on every loaded object not decided on yet; patch those it may.
+    Returns the new PatchReports.  Never binds a thread (it runs wherever a load happened)."""
+    policy = _auto
+    if policy is None:
+        return []
+    _elf, _ = _native()
+    reports = []
+    with _lock:
+        objs = _elf.loaded_objects()
+        _forget_unloaded(_elf, objs)
+        for obj in objs:
+            key = (obj.base, obj.path)
+            if key in _considered:
+                continue
+            _considered.add(key)
+            why = _auto_decide(obj, policy)
+            if why == "":
+                continue
+            path = os.path.realpath(obj.path) if obj.path else (obj.soname or "?")
+            if why is not None:
+                _refused[path] = why
+                continue
+            try:
+                reports.append(_patch_object(obj, bind=False, loader=True))
+            except GreenhookError as exc:
+                _refused[path] = f"patching failed: {exc}"
+    return reports
+
+
+def _forget_unloaded(_elf, objs):
+    """Forget objects that were unloaded (``dlclose``), and objects loaded again at the same
+    address (their first slot no longer holds our hook): they are decided on afresh."""
+    present = {(o.base, o.path) for o in objs}
+    for key in [k for k in _considered if k not in present]:
+        _considered.discard(key)
+    for base, done in list(_registry.items()):
+        key = (base, done.obj.path)
+        if key not in present:
+            del _registry[base]     # its memory is gone: nothing to restore
+        elif done.slots and _elf.read_slot(done.slots[0][0]) != done.slots[0][2]:
+            del _registry[base]     # a new copy at the same address
+            _considered.discard(key)
+
+
+def start_auto(skip=(), allow=None):
+    """Turn auto mode on with this policy and patch every loaded object it allows; from then
+    on, objects loaded later are patched too (the loader hooks call :func:`patch_new_objects`).
+    Returns the PatchReports of the objects patched now."""
+    global _auto
+    _elf, _hooks = _native()
+    with _lock:
+        _auto = _AutoPolicy(skip, allow)
+        _considered.clear()
+        _refused.clear()
+        # objects patched before (patch_module) get their loader slots too
+        for done in list(_registry.values()):
+            if not done.obj.runpath and _matches(done.obj, _auto.skip) is None:
+                _top_up_loader(_elf, _hooks, done.obj, done)
+        reports = patch_new_objects()
+        _hooks.set_load_callback(patch_new_objects)
+    return reports
+
+
+def stop_auto():
+    """Objects loaded from now on are left alone (what is patched stays patched)."""
+    global _auto
+    with _lock:
+        if _auto is None:
+            return
+        _auto = None
+        hooks = _core.hooks_or_none()
+        if hooks is not None:
+            hooks.set_load_callback(None)
+
+
+def auto_enabled():
+    return _auto is not None

@@ -43,7 +43,26 @@ HOOKED = (
     ("nanosleep", "nanosleep", "sleep"),
     ("__nanosleep", "nanosleep", "sleep (glibc alias)"),
     ("clock_nanosleep", "clock_nanosleep", "sleep (relative; TIMER_ABSTIME passes through)"),
+    # name resolution: the real lookup runs on the resolver pool while the greenlet parks
+    ("getaddrinfo", "getaddrinfo", "name lookup (on the resolver pool)"),
+    ("getnameinfo", "getnameinfo", "reverse lookup (on the resolver pool)"),
+    ("gethostbyname", "gethostbyname", "name lookup (on the resolver pool; per-thread answer)"),
+    ("gethostbyname_r", "gethostbyname_r", "name lookup (on the resolver pool)"),
+    ("gethostbyname2", "gethostbyname2", "name lookup (on the resolver pool; per-thread answer)"),
+    ("gethostbyname2_r", "gethostbyname2_r", "name lookup (on the resolver pool)"),
+    ("gethostbyaddr", "gethostbyaddr", "reverse lookup (on the resolver pool; per-thread answer)"),
+    ("gethostbyaddr_r", "gethostbyaddr_r", "reverse lookup (on the resolver pool)"),
+    ("res_query", "res_query", "DNS query (on the resolver pool, default resolver state)"),
+    ("res_search", "res_search", "DNS query (on the resolver pool, default resolver state)"),
+    # The loader: never waits.  Auto mode (greenhook.patch_all) patches what it loaded.
+    ("dlopen", "dlopen", "library loading (auto mode patches what it loads)"),
+    ("dlmopen", "dlmopen", "library loading (auto mode patches what it loads)"),
 )
+
+#: the loader rows of HOOKED: patched only in auto mode, and only in objects without
+#: DT_RUNPATH/DT_RPATH (the loader searches the *caller's* run path; through a hook the caller
+#: would be greenhook, so such objects are covered by the counter check instead)
+LOADER = ("dlopen", "dlmopen")
 
 #: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
 CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))
@@ -65,14 +84,8 @@ def symbols_header():
 
 # Blocking-relevant imports greenhook does not green yet, with the reason shown to users.
 NOT_GREENED_YET = {
-    "getaddrinfo": "DNS resolution (cooperative DNS is planned)",
-    "gethostbyname": "DNS resolution (cooperative DNS is planned)",
-    "gethostbyname_r": "DNS resolution (cooperative DNS is planned)",
-    "gethostbyname2_r": "DNS resolution (cooperative DNS is planned)",
-    "getnameinfo": "reverse DNS (cooperative DNS is planned)",
-    "gethostbyaddr_r": "reverse DNS (cooperative DNS is planned)",
-    "res_query": "DNS resolution (cooperative DNS is planned)",
-    "res_nquery": "DNS resolution (cooperative DNS is planned)",
+    "res_nquery": "DNS query on a caller-owned resolver state (not handed to another thread)",
+    "res_nsearch": "DNS query on a caller-owned resolver state (not handed to another thread)",
     "recvmmsg": "batched receive (not hooked yet)",
     "sendmmsg": "batched send (not hooked yet)",
     "epoll_wait": "epoll (not hooked yet)",

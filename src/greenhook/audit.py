@@ -143,6 +143,10 @@ class LibraryAudit:
 
 def _classify(symbol) -> Optional[Tuple[str, str, str]]:
     """(category, verdict, reason) for a catalogued symbol, None for any other."""
+    if symbol in _symbols.LOADER:
+        # never waits: hooked in auto mode only, to patch what the object loads
+        reason = _symbols.GREENED[symbol]
+        return CATEGORY_CONTEXT, "context: " + reason, reason
     if symbol in _symbols.GREENED:
         return CATEGORY_GREENED, "greened", _symbols.GREENED[symbol]
     if symbol in _symbols.NOT_GREENED_YET:

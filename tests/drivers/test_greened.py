@@ -139,7 +139,7 @@ def test_mysqlclient_concurrent_sleeps(mysql_args, hub):
     maria = report_for(res, soname_prefix="libmariadb.so.3")
     for sym in ("recv", "poll", "connect"):
         assert maria["symbols"].get(sym, 0) >= 1, maria["symbols"]
-    assert "getaddrinfo" in maria["not_greened"], maria["not_greened"]
+    assert maria["not_greened"] == {} and maria["symbols"].get("getaddrinfo", 0) >= 1, maria
     ext = res["reports"][0]["library"]
     assert ext.endswith(".so") and "MySQLdb" in ext, ext
     # libmariadb waits in poll(): those waits were green
@@ -253,7 +253,7 @@ def test_psycopg2_concurrent_sleeps_without_psycogreen(pg_args, postgres_server,
     assert pq["library"].startswith("/usr/"), pq["library"]   # the system libpq
     for sym in ("poll", "recv", "send", "connect"):
         assert pq["symbols"].get(sym, 0) >= 1, pq["symbols"]
-    assert "getaddrinfo" in pq["not_greened"]
+    assert pq["not_greened"] == {} and pq["symbols"].get("getaddrinfo", 0) >= 1, pq
     assert green_waits(res, "poll") >= N, res["stats"]
     assert "psycogreen" not in res["_stderr"]
 
@@ -443,7 +443,7 @@ def _check_curl(res, ip=None):
     curl = report_for(res, soname_prefix="libcurl.so.4")
     for sym in ("poll", "recv", "send", "connect"):
         assert curl["symbols"].get(sym, 0) >= 1, curl["symbols"]
-    assert "getaddrinfo" in curl["not_greened"]
+    assert curl["not_greened"] == {} and curl["symbols"].get("getaddrinfo", 0) >= 1, curl
     assert green_waits(res, "poll") >= N, res["stats"]
 
 

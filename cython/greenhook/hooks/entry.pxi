@@ -427,3 +427,116 @@ cdef int gh___ppoll_chk(pollfd *fds, nfds_t nfds, const timespec *tmo, const sig
     if fdslen // sizeof(pollfd) < nfds:
         return real_ppoll_chk(fds, nfds, tmo, mask, fdslen)
     return gh_ppoll(fds, nfds, tmo, mask)
+
+
+# --- name resolution (resolve.pxi): the lookup runs on the resolver pool ----------------------
+
+cdef int gh_getaddrinfo(const char *node, const char *service, const addrinfo *hints,
+                        addrinfo **res) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_GETADDRINFO)
+        return gh_real_getaddrinfo(node, service, hints, res)
+    return _getaddrinfo(t, node, service, hints, res)
+
+
+cdef int gh_getnameinfo(const sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen,
+                        char *serv, socklen_t servlen, int flags) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_GETNAMEINFO)
+        return gh_real_getnameinfo(sa, salen, host, hostlen, serv, servlen, flags)
+    return _getnameinfo(t, sa, salen, host, hostlen, serv, servlen, flags)
+
+
+cdef hostent *gh_gethostbyname(const char *name) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_GETHOSTBYNAME)
+        return gh_real_gethostbyname(name)
+    return _hostent_static(t, GH_SYM_GETHOSTBYNAME,
+                           _hostent_job(GH_DNS_GETHOSTBYNAME_R, name, 0, NULL, 0, NULL, 0, NULL),
+                           gh_dns_numeric(name))
+
+
+cdef hostent *gh_gethostbyname2(const char *name, int af) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_GETHOSTBYNAME2)
+        return gh_real_gethostbyname2(name, af)
+    return _hostent_static(t, GH_SYM_GETHOSTBYNAME2,
+                           _hostent_job(GH_DNS_GETHOSTBYNAME2_R, name, af, NULL, 0, NULL, 0, NULL),
+                           gh_dns_numeric(name))
+
+
+cdef hostent *gh_gethostbyaddr(const void *addr, socklen_t alen, int af) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL or addr == NULL:
+        if t == NULL:
+            gh_count_unbound(GH_SYM_GETHOSTBYADDR)
+        else:
+            t.counters[GH_SYM_GETHOSTBYADDR].passthrough += 1
+        return gh_real_gethostbyaddr(addr, alen, af)
+    return _hostent_static(t, GH_SYM_GETHOSTBYADDR,
+                           _hostent_job(GH_DNS_GETHOSTBYADDR_R, NULL, af, addr, alen, NULL, 0, NULL),
+                           False)
+
+
+cdef int gh_gethostbyname_r(const char *name, hostent *ret, char *buf, size_t buflen,
+                            hostent **result, int *h_errnop) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL or gh_dns_numeric(name):
+        if t == NULL:
+            gh_count_unbound(GH_SYM_GETHOSTBYNAME_R)
+        else:
+            t.counters[GH_SYM_GETHOSTBYNAME_R].passthrough += 1
+        return gh_real_gethostbyname_r(name, ret, buf, buflen, result, h_errnop)
+    return _hostent_r(t, GH_SYM_GETHOSTBYNAME_R,
+                      _hostent_job(GH_DNS_GETHOSTBYNAME_R, name, 0, NULL, 0, buf, buflen, h_errnop),
+                      ret, buf, buflen, result, h_errnop)
+
+
+cdef int gh_gethostbyname2_r(const char *name, int af, hostent *ret, char *buf, size_t buflen,
+                             hostent **result, int *h_errnop) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL or gh_dns_numeric(name):
+        if t == NULL:
+            gh_count_unbound(GH_SYM_GETHOSTBYNAME2_R)
+        else:
+            t.counters[GH_SYM_GETHOSTBYNAME2_R].passthrough += 1
+        return gh_real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop)
+    return _hostent_r(t, GH_SYM_GETHOSTBYNAME2_R,
+                      _hostent_job(GH_DNS_GETHOSTBYNAME2_R, name, af, NULL, 0, buf, buflen, h_errnop),
+                      ret, buf, buflen, result, h_errnop)
+
+
+cdef int gh_gethostbyaddr_r(const void *addr, socklen_t alen, int af, hostent *ret, char *buf,
+                            size_t buflen, hostent **result, int *h_errnop) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL or addr == NULL:
+        if t == NULL:
+            gh_count_unbound(GH_SYM_GETHOSTBYADDR_R)
+        else:
+            t.counters[GH_SYM_GETHOSTBYADDR_R].passthrough += 1
+        return gh_real_gethostbyaddr_r(addr, alen, af, ret, buf, buflen, result, h_errnop)
+    return _hostent_r(t, GH_SYM_GETHOSTBYADDR_R,
+                      _hostent_job(GH_DNS_GETHOSTBYADDR_R, NULL, af, addr, alen, buf, buflen, h_errnop),
+                      ret, buf, buflen, result, h_errnop)
+
+
+cdef int gh_res_query(const char *dname, int cls, int type, unsigned char *answer,
+                      int anslen) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_RES_QUERY)
+        return gh_real_res_query(dname, cls, type, answer, anslen)
+    return _res_query(t, GH_SYM_RES_QUERY, GH_DNS_RES_QUERY, dname, cls, type, answer, anslen)
+
+
+cdef int gh_res_search(const char *dname, int cls, int type, unsigned char *answer,
+                       int anslen) noexcept nogil:
+    cdef gh_thread_t *t = gh_self()
+    if t == NULL:
+        gh_count_unbound(GH_SYM_RES_SEARCH)
+        return gh_real_res_search(dname, cls, type, answer, anslen)
+    return _res_query(t, GH_SYM_RES_SEARCH, GH_DNS_RES_SEARCH, dname, cls, type, answer, anslen)

@@ -33,6 +33,20 @@ cdef dict _HOOK_FUNCS = {
     "__recvfrom_chk": <uintptr_t>gh___recvfrom_chk,
     "__poll_chk": <uintptr_t>gh___poll_chk,
     "__ppoll_chk": <uintptr_t>gh___ppoll_chk,
+    # name resolution: the lookup runs on the resolver pool (resolve.pxi)
+    "getaddrinfo": <uintptr_t>gh_getaddrinfo,
+    "getnameinfo": <uintptr_t>gh_getnameinfo,
+    "gethostbyname": <uintptr_t>gh_gethostbyname,
+    "gethostbyname_r": <uintptr_t>gh_gethostbyname_r,
+    "gethostbyname2": <uintptr_t>gh_gethostbyname2,
+    "gethostbyname2_r": <uintptr_t>gh_gethostbyname2_r,
+    "gethostbyaddr": <uintptr_t>gh_gethostbyaddr,
+    "gethostbyaddr_r": <uintptr_t>gh_gethostbyaddr_r,
+    "res_query": <uintptr_t>gh_res_query,
+    "res_search": <uintptr_t>gh_res_search,
+    # the loader (auto mode: patch what C code loads)
+    "dlopen": <uintptr_t>gh_dlopen,
+    "dlmopen": <uintptr_t>gh_dlmopen,
 }
 
 

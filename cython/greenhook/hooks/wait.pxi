@@ -104,6 +104,7 @@ cdef int gh_wait(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sy
     cdef PyObject *etb
     with gil:
         PyErr_Fetch(&et, &ev, &etb)
+        _loads_check_with_gil()   # auto mode: objects loaded by unpatched code (loader.pxi)
         rc = _wait_with_gil(t, fds, nfds, deadline, sym)
         PyErr_Restore(et, ev, etb)
     if rc == GH_CANCELLED_NOW:
