@@ -5,8 +5,8 @@ Each request takes a MySQL connection from a small per-process pool and runs
 answers what greenhook did in this process (JSON), for the tests.
 
 Environment: ``DEPLOY_MYSQL`` (JSON keyword arguments of ``MySQLdb.connect``),
-``DEPLOY_SLEEP`` (seconds, default 0.05), ``DEPLOY_GREEN`` (``0``: leave greenhook off -- the
-baseline).
+``DEPLOY_SLEEP`` (seconds, default 0.05), ``DEPLOY_GREEN`` (``0``: no ``patch_module`` here --
+the baseline, or greenhook enabled elsewhere: a gunicorn hook, ``GREENHOOK_AUTO=1``).
 """
 import json
 import os
@@ -19,11 +19,11 @@ CONNECT = json.loads(os.environ.get("DEPLOY_MYSQL", "{}"))
 SLEEP = float(os.environ.get("DEPLOY_SLEEP", "0.05"))
 GREEN = os.environ.get("DEPLOY_GREEN", "1") != "0"
 
-# ---- greenhook: the whole recipe is this one line, after the driver's import --------------
-# SWITCH HERE when greenhook.patch_all() / GREENHOOK_AUTO=1 lands (see docs/DEPLOYING.md).
+# ---- greenhook, explicitly: one line after the driver's import -----------------------------
+# (Or no line at all: run gunicorn with GREENHOOK_AUTO=1 -- the "GREENHOOK_AUTO=1" cases.)
 if GREEN:
     greenhook.patch_module("MySQLdb._mysql")
-PATCHED_IN = os.getpid()    # with --preload: gunicorn's master, inherited by the workers
+IMPORTED_IN = os.getpid()   # with --preload: gunicorn's master (the workers inherit the patch)
 # --------------------------------------------------------------------------------------------
 
 _pool = []      # idle connections of this worker process (greenlet-safe: list ops never switch)
@@ -47,7 +47,7 @@ def _greenhook_state():
     return {
         "pid": os.getpid(),
         "ppid": os.getppid(),
-        "patched_in": PATCHED_IN,
+        "imported_in": IMPORTED_IN,
         "patched": sorted(os.path.basename(r.library) for r in greenhook.patched_libraries()),
         "backend": backend.name if backend is not None else None,
         "poll": greenhook.stats().get("poll", {}),

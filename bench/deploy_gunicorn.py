@@ -8,8 +8,9 @@ Each case starts ``gunicorn -k gevent -w 1`` serving bench/deploy_app.py (every 
 points ``wrk --latency`` at it for ``--seconds`` with ``--connections`` connections, reads
 ``/greenhook`` (where the patch was made, what was greened) and stops gunicorn.  Cases:
 greenhook off (the baseline), greenhook patched in the app, the same with ``--preload``
-(patched in the master, inherited by the forked worker), and patched in a gunicorn
-``post_fork`` hook.  The ideal with greenhook is ``connections / 0.05`` req/s; without it,
+(patched in the master, inherited by the forked worker), patched in a gunicorn
+``post_fork`` hook, and ``GREENHOOK_AUTO=1`` (no greenhook line at all; with and without
+``--preload``).  The ideal with greenhook is ``connections / 0.05`` req/s; without it,
 ``1 / 0.05`` = 20 req/s.
 
 The servers come from ``scripts/services.py`` (``--services`` or ``$GREENHOOK_SERVICES``);
@@ -29,19 +30,22 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-#: case name -> (DEPLOY_GREEN, gunicorn --preload, post_fork hook config)
+#: case name -> (DEPLOY_GREEN, gunicorn --preload, post_fork hook config, extra environment)
 CASES = {
-    "off": ("0", False, False),
-    "app": ("1", False, False),
-    "app --preload": ("1", True, False),
-    "post_fork hook": ("0", False, True),
+    "off": ("0", False, False, {}),
+    "app": ("1", False, False, {}),
+    "app --preload": ("1", True, False, {}),
+    "post_fork hook": ("0", False, True, {}),
+    # No greenhook line anywhere: gevent's monkey.patch_all() in the worker runs greenhook's
+    # did_patch_all plugin, i.e. patch_all("gevent").
+    "GREENHOOK_AUTO=1": ("0", False, False, {"GREENHOOK_AUTO": "1"}),
+    "GREENHOOK_AUTO=1 --preload": ("0", True, False, {"GREENHOOK_AUTO": "1"}),
 }
 
 # The gunicorn config-file recipe (docs/DEPLOYING.md): patch in each worker right after fork.
 POST_FORK_CONF = '''\
 def post_fork(server, worker):
     import MySQLdb, greenhook
-    # SWITCH HERE when greenhook.patch_all() / GREENHOOK_AUTO=1 lands (docs/DEPLOYING.md).
     greenhook.patch_module("MySQLdb._mysql")
 '''
 
@@ -78,11 +82,13 @@ def parse_wrk(text):
 
 def run_case(name, connect, seconds=10, connections=100, python=sys.executable, log=print):
     """Start gunicorn for case ``name``, load it with wrk, stop it; returns the figures."""
-    green, preload, hook = CASES[name]
+    green, preload, hook, extra = CASES[name]
     port = free_port()
     env = dict(os.environ, DEPLOY_MYSQL=json.dumps(connect), DEPLOY_GREEN=green,
                PYTHONPATH=HERE)
-    env.pop("GREENHOOK_WATCH", None)
+    for var in ("GREENHOOK_WATCH", "GREENHOOK_AUTO", "GREENHOOK_SKIP", "GREENHOOK_ALLOW"):
+        env.pop(var, None)
+    env.update(extra)
     with tempfile.TemporaryDirectory(prefix="gh-deploy-") as tmp:
         cmd = [python, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections",
                "1000", "--backlog", "2048", "-b", "127.0.0.1:%d" % port, "--timeout", "120",
@@ -172,8 +178,9 @@ def main():
     for r in results:
         gh = r["greenhook"]
         where = ("-" if not gh["patched"] else
-                 "master (pid %d), inherited" % gh["patched_in"] if gh["patched_in"] != gh["pid"]
-                 else "worker")
+                 "worker, at gevent's monkey.patch_all()" if "AUTO" in r["case"] else
+                 "worker, post_fork" if "post_fork" in r["case"] else
+                 "master, inherited" if gh["imported_in"] != gh["pid"] else "worker")
         lines.append("| %s | %.1f | %.1fx | %.1f | %.1f | %d | %s | %s |" % (
             r["case"], r["req_s"], r["req_s"] / off if off else float("inf"),
             r.get("p50_ms", float("nan")), r.get("p99_ms", float("nan")), r["requests"],

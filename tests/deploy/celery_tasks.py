@@ -2,7 +2,8 @@
 through mysqlclient.  Run by ``celery -A celery_tasks worker -P gevent -c 200``.
 
 Environment: ``DEPLOY_BROKER`` (a redis:// URL; also the result backend), ``DEPLOY_MYSQL``
-(JSON keyword arguments of ``MySQLdb.connect``).
+(JSON keyword arguments of ``MySQLdb.connect``), ``DEPLOY_EXPLICIT=1`` (patch here) or
+``GREENHOOK_AUTO=1`` (patch nothing here).
 """
 import json
 import os
@@ -13,9 +14,11 @@ from celery import Celery
 
 import greenhook
 
-# ---- greenhook: the whole recipe is this one line, after the driver's import --------------
-# SWITCH HERE when greenhook.patch_all() / GREENHOOK_AUTO=1 lands (see docs/DEPLOYING.md).
-greenhook.patch_module("MySQLdb._mysql")
+# ---- greenhook: either no line at all (run the worker with GREENHOOK_AUTO=1: Celery's gevent
+# pool calls gevent's monkey.patch_all(), which runs greenhook's patch_all plugin), or this
+# one line after the driver's import.  The tests run both (DEPLOY_EXPLICIT=1: the line).
+if os.environ.get("DEPLOY_EXPLICIT") == "1":
+    greenhook.patch_module("MySQLdb._mysql")
 # --------------------------------------------------------------------------------------------
 
 app = Celery("celery_tasks", broker=os.environ["DEPLOY_BROKER"],

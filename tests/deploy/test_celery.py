@@ -2,9 +2,10 @@
 tasks of a 0.2 s mysqlclient query finish together on one worker process (serialized: 40 s);
 then two worker processes share 400 tasks through the broker, each doing part of them.
 
-The workers run tests/deploy/celery_tasks.py, which enables greenhook with one
-``patch_module`` line.  This process is only the client: it sends tasks by name and never
-imports (or patches) the task module.
+The workers run tests/deploy/celery_tasks.py: the single worker enables greenhook with one
+``patch_module`` line in it, the two workers with ``GREENHOOK_AUTO=1`` and no line at all.
+This process is only the client: it sends tasks by name and never imports (or patches) the
+task module.
 """
 import json
 import os
@@ -30,7 +31,8 @@ def celery_env(mysql_server, redis_server, tmp_path_factory):
         skip_or_fail("celery[redis] is not installed (%s): scripts/install_drivers.sh VENV" % exc)
     env = dict(os.environ, DEPLOY_BROKER=redis_server["url"],
                DEPLOY_MYSQL=json.dumps(mysql_server["connect"]), PYTHONPATH=HERE)
-    env.pop("GREENHOOK_WATCH", None)
+    for var in ("GREENHOOK_WATCH", "GREENHOOK_AUTO", "GREENHOOK_SKIP", "GREENHOOK_ALLOW"):
+        env.pop(var, None)
     return env, redis_server["url"], tmp_path_factory.mktemp("celery")
 
 
@@ -44,7 +46,8 @@ class Workers:
     """Start ``n`` gevent-pool workers, wait until each answers a ping; stop them (SIGTERM,
     then SIGKILL) on exit."""
 
-    def __init__(self, env, logdir, n, concurrency=200):
+    def __init__(self, env, logdir, n, concurrency=200, **extra_env):
+        env = dict(env, **extra_env)
         self.env, self.logdir, self.n, self.concurrency = env, logdir, n, concurrency
         self.procs = []
 
@@ -115,7 +118,7 @@ def check(values, n):
 def test_one_worker_200_tasks(celery_env):
     env, url, logdir = celery_env
     app = client(url)
-    with Workers(env, str(logdir), 1) as w:
+    with Workers(env, str(logdir), 1, DEPLOY_EXPLICIT="1") as w:
         w.wait_ready(app)
         run_tasks(app, 200)         # warm-up: the worker's connection pool fills up
         # Best of two batches: the machine is shared, and Celery's own dispatch (a few ms of
@@ -134,7 +137,7 @@ def test_one_worker_200_tasks(celery_env):
 def test_two_workers_share_400_tasks(celery_env):
     env, url, logdir = celery_env
     app = client(url)
-    with Workers(env, str(logdir), 2) as w:
+    with Workers(env, str(logdir), 2, GREENHOOK_AUTO="1") as w:
         w.wait_ready(app)
         run_tasks(app, 400)         # warm-up: the connection pools fill up
         wall, values = run_tasks(app, 400)
