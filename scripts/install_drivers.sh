@@ -7,7 +7,8 @@
 #
 #   VENV          gets: mysqlclient, psycopg2, pylibmc, pycurl (all built from
 #                 source: they link /usr/lib's libmariadb, libpq, libmemcached,
-#                 libcurl), PyMySQL, psycogreen, gevent, pytest.
+#                 libcurl), PyMySQL, psycogreen, gevent, pytest, gunicorn,
+#                 celery[redis] (the deployment tests).
 #   VENV-binary   a second venv with psycopg2-binary only (it conflicts with
 #                 psycopg2): its wheel bundles psycopg2_binary.libs/libpq-*.so*,
 #                 which the tests use to prove discovery of bundled libraries.
@@ -41,6 +42,9 @@ PYMYSQL_VERSION=1.2.4
 PSYCOGREEN_VERSION=1.0.2
 GEVENT_VERSION=26.9.0
 PYTEST_VERSION=9.2.0
+# deployment tests (tests/deploy/): the servers users run greenhook in
+GUNICORN_VERSION=23.0.0
+CELERY_VERSION=5.5.3
 PYODBC_VERSION=5.5.0       # auto mode (issue 10): unixODBC dlopens the ODBC driver at connect
 PYTHON_LDAP_VERSION=3.4.8  # auto mode (issue 10): libldap
 PYASN1_VERSION=0.6.5       # python-ldap's pure-Python dependencies
@@ -60,6 +64,8 @@ PURE=(
     "psycogreen==$PSYCOGREEN_VERSION"
     "gevent==$GEVENT_VERSION"
     "pytest==$PYTEST_VERSION"
+    "gunicorn==$GUNICORN_VERSION"
+    "celery[redis]==$CELERY_VERSION"
     "pyasn1==$PYASN1_VERSION"
     "pyasn1-modules==$PYASN1_MODULES_VERSION"
 )
@@ -136,7 +142,7 @@ export PYCURL_SSL_LIBRARY=openssl   # libcurl4-openssl-dev
 todo=()
 for spec in "${C_DRIVERS[@]}"; do
     read -r req mod soname <<<"$spec"
-    dist="${req%%==*}"
+    dist="${req%%==*}"; dist="${dist%%[*}"
     want="${req##*==}"
     have="$(installed_version "$PY" "$dist")"
     if [ "$FORCE" != "1" ] && [ "$have" = "$want" ] && linked_to_system "$PY" "$mod" "$soname"; then
@@ -168,7 +174,7 @@ done
 # --- pure-Python drivers and test tools ------------------------------------
 todo=()
 for req in "${PURE[@]}"; do
-    dist="${req%%==*}"
+    dist="${req%%==*}"; dist="${dist%%[*}"
     have="$(installed_version "$PY" "$dist")"
     if [ "$FORCE" = "1" ] || [ "$have" != "${req##*==}" ]; then
         todo+=("$req")
@@ -178,14 +184,14 @@ if [ "${#todo[@]}" -gt 0 ]; then
     log "installing: ${todo[*]}"
     "$PY" -m pip install -q "${todo[@]}"
 else
-    log "PyMySQL, psycogreen, gevent, pytest already at the pinned versions"
+    log "PyMySQL, psycogreen, gevent, pytest, gunicorn, celery already at the pinned versions"
 fi
 
 # --- psycopg2-binary, in its own venv ----------------------------------------
 make_venv "$BINVENV"
 BPY="$BINVENV/bin/python"
 for req in "${BINARY[@]}"; do
-    dist="${req%%==*}"
+    dist="${req%%==*}"; dist="${dist%%[*}"
     have="$(installed_version "$BPY" "$dist")"
     if [ "$FORCE" = "1" ] || [ "$have" != "${req##*==}" ]; then
         log "installing into $BINVENV: $req"

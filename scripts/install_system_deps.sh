@@ -44,6 +44,9 @@ PACKAGES=(
     "binutils"
     "procps"
     "util-linux"
+    # deployment tests (tests/deploy/): a Redis broker for Celery, a load generator
+    "redis-server"
+    "wrk"
     "iproute2"          # ip link set lo up in the DNS tests' network namespace
     # auto mode (issue 10): pyodbc + unixODBC with the MariaDB and PostgreSQL ODBC drivers
     # (dlopened at the first connect), python-ldap (libldap) against a throwaway slapd

@@ -32,6 +32,7 @@ Services:
              memcached has no server-side sleep).
   http       an asyncio HTTP/1.1 server: ``GET /delay/<ms>`` answers after <ms>
              milliseconds (also ``/bytes/<n>``, ``/echo``, ``/health``, ``/stats``).
+  redis      redis-server, no persistence: the Celery broker of tests/deploy.
 
 Standard library only; Python 3.9+. Linux only.
 """
@@ -54,7 +55,7 @@ import time
 
 HOST = "127.0.0.1"
 SCHEMA = 1
-ALL_SERVICES = ("mysql", "postgres", "memcached", "http", "slapd")
+ALL_SERVICES = ("mysql", "postgres", "memcached", "http", "slapd", "redis")
 JSON_NAME = "services.json"
 # Sub-directories of D that start creates (and stop --clean / a new start removes).
 OWNED = ("mysql", "pg", "logs", "run", "ldap")
@@ -798,12 +799,50 @@ def start_slapd(ctx):
     }
 
 
+# --------------------------------------------------------------------------------------------
+# redis (the Celery broker of the deployment tests)
+
+
+def start_redis(ctx):
+    logs, state, timeout = ctx["logs"], ctx["state"], ctx["timeout"]
+    redis = need("redis-server")
+    rlog = os.path.join(logs, "redis.log")
+    for attempt in range(3):
+        port = free_port()
+        # No persistence, no config file: a throwaway broker on loopback.
+        cmd = [redis, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+               "--daemonize", "no", "--dir", logs, "--logfile", "", "--maxclients", "1000"]
+        proc = spawn(cmd, rlog)
+        state.add_process(process_record("redis", proc.pid))
+        try:
+            wait_ready("redis", lambda: tcp_probe(port, b"PING\r\n", b"+PONG"),
+                       lambda: proc.poll() is None, timeout, [rlog])
+        except ServiceError:
+            if proc.poll() is not None and port_in_use([rlog]) and attempt < 2:
+                continue
+            raise
+        break
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(b"INFO server\r\n")
+        info = s.recv(4096).decode("ascii", "replace")
+    version = re.search(r"redis_version:(\S+)", info)
+    return {
+        "pid": proc.pid,
+        "host": HOST,
+        "port": port,
+        "url": "redis://%s:%d/0" % (HOST, port),
+        "version": version.group(1) if version else None,
+        "log": rlog,
+    }
+
+
 STARTERS = {
     "mysql": start_mysql,
     "postgres": start_postgres,
     "memcached": start_memcached,
     "http": start_http,
     "slapd": start_slapd,
+    "redis": start_redis,
 }
 
 

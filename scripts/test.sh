@@ -2,11 +2,13 @@
 # The test command: install what the tests need, start the real servers on 127.0.0.1, run
 # pytest, stop what was started.  Extra arguments go to pytest (e.g. -k matrix, -x).
 #
-#   1. Debian packages: MariaDB, PostgreSQL, memcached, client libraries (scripts/install_system_deps.sh)
+#   1. Debian packages: MariaDB, PostgreSQL, memcached, client libraries, unixODBC + ODBC drivers,
+#      slapd, Redis, wrk, the aarch64 cross toolchain and qemu-user (scripts/install_system_deps.sh)
 #   2. the project venv (.venv): greenhook[test] built from this checkout, the C drivers built
 #      from source against the system libraries (scripts/install_drivers.sh), and .venv-binary
 #      with psycopg2-binary for the bundled-library test
-#   3. servers in .run/services (scripts/services.py), stopped by PID on exit
+#   3. servers in .run/services (scripts/services.py: MariaDB, PostgreSQL, memcached, HTTP,
+#      slapd, Redis), stopped by PID on exit
 #   4. pytest, from the venv, on tests/
 #
 # Every install step stops the script when it fails, and the greenhook each venv imports must

@@ -220,3 +220,60 @@ print("GHRESULT " + json.dumps({
     assert res["mopen_slot"] == [1], res
     assert res["patched"] == [], res
     assert all("namespace" in why for why in res["refused"]), res
+
+
+ORIGIN_LIB_C = "int ghorigin(void) { return %d; }\n"
+
+
+def test_dlopen_origin_is_the_callers_directory(loader_so):
+    """``$ORIGIN`` in a name passed to dlopen means the directory of the object that called
+    dlopen.  Through the hooked slot the loader would see greenhook as the caller: the hook
+    expands ``$ORIGIN`` and ``${ORIGIN}`` for the real caller, so a patched library finds
+    its neighbours as it does unpatched (the unpatched load of a twin library is the control;
+    a name that does not exist next to the caller fails the same way on both sides)."""
+    cc = (os.environ.get("CC") or "cc").split()
+    d = os.path.join(os.path.dirname(loader_so), "origin")
+    os.makedirs(d, exist_ok=True)
+    # no tail call: glibc takes "the caller" from dlopen's return address, which a sibling
+    # call would move into ctypes
+    loader = os.path.join(d, "libghloader.so")
+    subprocess.run(cc + ["-shared", "-fPIC", "-O2", "-fno-optimize-sibling-calls", "-o", loader,
+                         os.path.join(os.path.dirname(loader_so), "ghloader.c"), "-ldl"], check=True)
+    for i in range(3):
+        src = os.path.join(d, "ghorigin%d.c" % i)
+        with open(src, "w") as f:
+            f.write(ORIGIN_LIB_C % (40 + i))
+        subprocess.run(cc + ["-shared", "-fPIC", "-o", os.path.join(d, "libghorigin%d.so" % i), src],
+                       check=True)
+    code = r"""
+import ctypes, json, sys
+import greenhook
+loader = ctypes.CDLL(sys.argv[1])
+loader.ghl_open.restype = ctypes.c_void_p
+loader.ghl_open.argtypes = [ctypes.c_char_p]
+loader.ghl_error.restype = ctypes.c_char_p
+
+def load(name):
+    h = loader.ghl_open(name.encode())
+    if not h:
+        return ["error", (loader.ghl_error() or b"").decode().split(":")[-1].strip()]
+    lib = ctypes.CDLL(name.replace("${ORIGIN}", sys.argv[2]).replace("$ORIGIN", sys.argv[2]))
+    return ["ok", lib.ghorigin()]
+
+out = {"plain": load("$ORIGIN/libghorigin0.so"), "plain_missing": load("$ORIGIN/libnothere.so")}
+greenhook.patch_all(backend="builtin")
+slot = [r.symbols.get("dlopen") for r in greenhook.patched_libraries()
+        if r.library.endswith("libghloader.so")]
+out.update(slot=slot, hooked=load("$ORIGIN/libghorigin1.so"), braces=load("${ORIGIN}/libghorigin2.so"),
+           hooked_missing=load("$ORIGIN/libnothere.so"),
+           calls=greenhook.stats()["dlopen"]["passthrough"])
+print("GHRESULT " + json.dumps(out))
+"""
+    res = run_checked(code, args=[loader, d])
+    assert res["plain"] == ["ok", 40], res
+    assert res["slot"] == [1], res                      # the loader's dlopen slot is hooked ...
+    assert res["calls"] >= 3, res                       # ... and the loads went through it
+    assert res["hooked"] == ["ok", 41], res
+    assert res["braces"] == ["ok", 42], res
+    assert res["hooked_missing"] == res["plain_missing"], res
+    assert res["plain_missing"][0] == "error", res

@@ -5,6 +5,7 @@ Imports only ``exceptions`` and ``backends`` -- never ``_patch``, ``_api`` or ``
 all import this module (as gevent's modules import ``_hub_local``).
 """
 
+import os
 import platform
 import sys
 import threading
@@ -13,7 +14,7 @@ from greenhook import backends
 from greenhook.exceptions import GreenhookError, UnsupportedPlatform
 
 __all__ = ["native", "hooks", "hooks_or_none", "set_default_backend", "resolve_backend",
-           "bind_current_thread", "bind_current_thread_if_unbound"]
+           "bind_current_thread", "bind_current_thread_if_unbound", "after_fork_in_child"]
 
 _lock = threading.Lock()
 _loaded = None          # (_elf, _hooks) once imported
@@ -88,3 +89,18 @@ def bind_current_thread_if_unbound():
     h = hooks()
     if h.thread_state() is None:
         h.bind_thread(None)
+
+
+def after_fork_in_child():
+    """In a forked child only the thread that forked exists: drop the bindings (and pending
+    cancellations) of every other OS thread; their counters stay in ``stats()``.  The GOT
+    patches need nothing: they are memory, inherited as they are.  The forking thread keeps
+    its binding, so the child waits greenly on its (re-initialised) hub at once."""
+    global _lock
+    _lock = threading.Lock()    # another thread may have held it at the fork
+    if _loaded is not None:
+        _loaded[1].forget_other_threads()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)

@@ -31,6 +31,13 @@ from greenhook.exceptions import (
 _lock = threading.RLock()
 _registry: Dict[int, _Patched] = {}  # LoadedObject.base -> _Patched
 
+# A fork waits for a patch in progress in another thread (GOT pages half-way through their
+# writable window, the registry half-updated) to finish, so the child inherits whole patches
+# and a free lock (as logging does with its handlers' locks).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release,
+                        after_in_child=_lock.release)
+
 
 class PatchReport:
     """What ``patch_library`` did to one loaded object."""

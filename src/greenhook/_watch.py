@@ -42,13 +42,14 @@ import sys
 import threading
 import traceback
 import warnings
+import weakref
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from greenlet import getcurrent
 
 from greenhook import _core, _patch, backends
-from greenhook.backends.base import Backend
+from greenhook.backends.base import Backend, os_thread_api, os_thread_ident
 from greenhook.exceptions import GreenhookError, InvalidArgument
 
 __all__ = ["watch", "Watch", "Stall", "from_env", "ENV"]
@@ -490,6 +491,58 @@ def _hub_loop_codes():
     return codes
 
 
+class _OSThread:
+    """A daemon OS thread running ``target()``, for where gevent has monkey-patched
+    ``threading``: a ``threading.Thread`` is a greenlet there, which cannot run while its
+    hub's thread is blocked -- the very moment the monitor must look."""
+
+    def __init__(self, target):
+        start, allocate_lock, self._get_ident = os_thread_api()
+        self._running = allocate_lock()
+        self._running.acquire()
+        self.ident = None
+
+        def run():
+            self.ident = self._get_ident()
+            try:
+                target()
+            finally:
+                self._running.release()
+        start(run, ())
+
+    def is_alive(self):
+        return self._running.locked()
+
+    def join(self, timeout):
+        if self._running.acquire(timeout=timeout):
+            self._running.release()
+
+
+class _Flag:
+    """``threading.Event``'s set / is_set / wait on a real lock (see :class:`_OSThread`)."""
+
+    def __init__(self):
+        self._lock = os_thread_api()[1]()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self):
+        if not self._set:
+            self._set = True
+            try:
+                self._lock.release()
+            except RuntimeError:
+                pass        # released by a concurrent set()
+
+    def is_set(self):
+        return self._set
+
+    def wait(self, timeout):
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+        return self._set
+
+
 class Watch:
     """A running blocking detector; made by :func:`watch`.  ``stop()`` ends it (also on exit
     of a ``with`` block); ``stalls`` holds the latest reported :class:`Stall` objects."""
@@ -503,7 +556,8 @@ class Watch:
         self.thread_name = threading.current_thread().name
         #: seconds between beats, and between the monitor's looks while the loop is late
         self.period = threshold / 4.0
-        self._stop = threading.Event()
+        self._stop = _Flag()
+        self._thread = None
         # The main greenlet's outermost frame: when it is the bottom of the running stack and
         # nothing waits on the hub, the thread is just doing synchronous work.
         root = getcurrent()
@@ -516,11 +570,37 @@ class Watch:
         # The hub thread's CPU and run-queue times tell computing and waiting for a CPU from
         # blocking.
         self._sched = SchedClock(threading.get_native_id())
+        self._start_monitor()
+        _live.add(self)
+
+    def _start_monitor(self):
         # Taken here, in the hub's thread: the monitor thread may first get the GIL only after
         # a long call that holds it, and must still see that call as a stall.
         self._first = (monotonic(), self._sched.read(), self._blocked_counts())
-        self._thread = threading.Thread(target=self._run, name="greenhook-watch", daemon=True)
-        self._thread.start()
+        if _threading_patched():
+            self._thread = _OSThread(self._run)
+        else:
+            self._thread = threading.Thread(target=self._run, name="greenhook-watch",
+                                            daemon=True)
+            self._thread.start()
+
+    def _after_fork_in_child(self):
+        """The monitor thread did not survive the fork.  A watch on the forking thread's hub
+        gets a new monitor (and reads the child's own scheduler statistics: the child's thread
+        has another native id); a watch on any other thread's hub is over, as that thread is."""
+        self._stop = _Flag()
+        hb = self._heartbeat
+        if hb.cancelled or hb.thread_ident != os_thread_ident():
+            self._stop.set()
+            hb.cancelled = True     # its hub went with its thread: nothing left to cancel
+            self._thread = None     # stop() must not join a thread that does not exist
+            self._sched.close()
+            return
+        hb.native_id = threading.get_native_id()
+        hb.last = monotonic()
+        self._sched.close()
+        self._sched = SchedClock(hb.native_id)
+        self._start_monitor()
 
     def __repr__(self) -> str:
         state = "stopped" if self._stop.is_set() else "running"
@@ -541,8 +621,10 @@ class Watch:
         """Stop the monitor thread and the hub's heartbeat.  Idempotent; any thread."""
         self._stop.set()
         self._heartbeat.cancel()
-        if self._thread is not threading.current_thread():
-            self._thread.join(5)
+        _live.discard(self)
+        t = self._thread
+        if t is not None and t.ident != os_thread_ident():
+            t.join(5)
 
     # -- monitor thread ----------------------------------------------------------------------
 
@@ -604,7 +686,7 @@ class Watch:
                 continue
             expected = now + period
             frame = self._running_frame()
-            if frame is None and hb.thread_ident not in {t.ident for t in threading.enumerate()}:
+            if frame is None and not _thread_exists(hb.thread_ident):
                 return          # the hub's thread has ended
             kind = self._greenlet_kind(frame) if frame is not None else None
             if not (hb.busy() or (hb.looping and kind != "main")):
@@ -672,6 +754,18 @@ class Watch:
         return stall
 
 
+def _threading_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _thread_exists(ident: int) -> bool:
+    if _threading_patched():
+        # threading's registry names greenlets there; the interpreter's frames name threads.
+        return ident in sys._current_frames()
+    return ident in {t.ident for t in threading.enumerate()}
+
+
 def print_report(stall: Stall) -> None:
     """The default report: the stall's text to stderr, once per stall."""
     sys.stderr.write(stall.format() + "\n")
@@ -711,6 +805,24 @@ def watch(threshold: float = 0.1, report: Optional[Callable[[Stall], Any]] = Non
 
 _env_watches: Dict[int, Watch] = {}   # thread ident -> Watch started by from_env
 _env_lock = threading.Lock()
+_live: "weakref.WeakSet[Watch]" = weakref.WeakSet()   # every Watch not yet stopped (for fork)
+
+
+def _after_fork_in_child():
+    global _env_lock
+    _env_lock = threading.Lock()        # another thread may have held it at the fork
+    me = os_thread_ident()
+    for key in [k for k in _env_watches if k != me]:
+        del _env_watches[key]
+    for w in list(_live):
+        if not w.stopped:
+            w._after_fork_in_child()
+        if w.stopped:
+            _live.discard(w)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _env_warning(value, why):
@@ -746,7 +858,7 @@ def from_env(backend=None):
                           "for off" % (MIN_THRESHOLD, MAX_THRESHOLD))
         return None
     backend = backends.get_backend(backend) if backend is not None else None
-    key = threading.get_ident()
+    key = os_thread_ident()
     with _env_lock:
         current = _env_watches.get(key)
         if current is not None and not current.stopped:

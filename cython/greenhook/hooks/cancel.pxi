@@ -3,6 +3,13 @@
 cdef object _backend_resolver = None   # set by greenhook._core: the backend for unpinned threads
 
 
+cdef extern from "pythread.h":
+    # The OS thread's identifier, as threading.get_ident() gives it unpatched: gevent's
+    # monkey-patching makes threading.get_ident() per greenlet (and, at interpreter exit,
+    # a function whose module globals are gone).
+    unsigned long PyThread_get_thread_ident() nogil
+
+
 cdef void _report(object exc, object where) noexcept:
     """Report ``exc`` through ``sys.unraisablehook`` ("Exception ignored in: <where>") and carry
     on: an error inside a hook can never propagate to the C caller.  GIL held; the caller's
@@ -48,7 +55,7 @@ cdef class _ThreadState:
         self.armed = False
         self.prev_func = NULL
         self.prev_obj = NULL
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = PyThread_get_thread_ident()
 
     @property
     def in_flight(self):
@@ -246,7 +253,7 @@ class _Keeper:
 
     def __del__(self):
         st = self.state
-        if st is not None and threading.get_ident() == st.thread_ident:
+        if st is not None and PyThread_get_thread_ident() == st.thread_ident:
             (<_ThreadState>st)._retire()
 
 

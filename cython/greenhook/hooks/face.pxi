@@ -109,6 +109,21 @@ def thread_state():
     return None if t == NULL else <_ThreadState>t.state
 
 
+def forget_other_threads():
+    """After fork, in the child: only the forking OS thread exists.  Retire the states of the
+    others (their counters stay in ``stats()``); returns how many were dropped."""
+    cdef _ThreadState st
+    me = PyThread_get_thread_ident()
+    gone = [s for s in _all_states if (<_ThreadState>s).thread_ident != me]
+    for s in gone:
+        st = <_ThreadState>s
+        for p in st.pending:
+            # Frames of a thread that no longer exists: never touch them again.
+            (<_Pending>p).frame = None
+        st._retire()
+    return len(gone)
+
+
 def thread_states():
     """The states of live bound threads (for the blocking detector and stats)."""
     return list(_all_states)

@@ -42,7 +42,58 @@ cdef extern from *:
             return -1;
         return (long)lmid;
     }
+    /* The address a hook returns to, in the object that called it: evaluated in the hook's
+       own frame (a macro, so no helper frame sits in between). */
+    #define gh_caller_address() __builtin_return_address(0)
+    /* "$ORIGIN" / "${ORIGIN}" in a dlopen name stand for the directory of the object that
+       called dlopen.  Through a hooked slot the loader would see greenhook as the caller, so
+       the hook expands them for the real caller, as the loader would (only where the name
+       goes on with "/" or ends).  A malloc'ed name, or NULL to pass the name on as it is (no
+       $ORIGIN, the caller unknown, out of memory). */
+    static char *gh_expand_origin(const char *file, const void *caller) {
+        static const char *const tokens[2] = {"$ORIGIN", "${ORIGIN}"};
+        Dl_info info;
+        const char *p, *slash;
+        char *out, *o;
+        size_t dlen, n = 0, len, k;
+        int t, e = errno;
+        if (file == NULL || strchr(file, '$') == NULL) return NULL;
+        if (!dladdr(caller, &info) || info.dli_fname == NULL
+                || (slash = strrchr(info.dli_fname, '/')) == NULL) {
+            errno = e;
+            return NULL;
+        }
+        dlen = (size_t)(slash - info.dli_fname);
+        for (p = file; *p; p++) {
+            for (t = 0; t < 2; t++) {
+                k = strlen(tokens[t]);
+                if (strncmp(p, tokens[t], k) == 0 && (p[k] == '/' || p[k] == 0)) { n++; break; }
+            }
+        }
+        if (n == 0) return NULL;
+        len = strlen(file) + n * dlen + 1;
+        out = (char *)malloc(len);
+        if (out == NULL) { errno = e; return NULL; }
+        for (p = file, o = out; *p; ) {
+            for (t = 0; t < 2; t++) {
+                k = strlen(tokens[t]);
+                if (strncmp(p, tokens[t], k) == 0 && (p[k] == '/' || p[k] == 0)) break;
+            }
+            if (t < 2) {
+                memcpy(o, info.dli_fname, dlen);
+                o += dlen;
+                p += strlen(tokens[t]);
+            } else {
+                *o++ = *p++;
+            }
+        }
+        *o = 0;
+        errno = e;
+        return out;
+    }
     """
+    void *gh_caller_address() nogil
+    char *gh_expand_origin(const char *file, const void *caller) nogil
     long gh_namespace_of(uintptr_t addr) nogil
     int gh_dl_enter() nogil
     void gh_dl_leave() nogil
@@ -121,30 +172,47 @@ cdef inline void _count_loader(int sym) noexcept nogil:
         t.counters[sym].passthrough += 1
 
 
+cdef inline void _free_keep_errno(char *p) noexcept nogil:
+    cdef int e = gh_get_errno()
+    free(p)
+    gh_set_errno(e)
+
+
 cdef void *gh_dlopen(const char *file, int mode) noexcept nogil:
     cdef void *h
+    cdef char *expanded = gh_expand_origin(file, gh_caller_address())
+    if expanded != NULL:
+        file = expanded
     _count_loader(GH_SYM_DLOPEN)
     if gh_dl_enter() != 0:
         h = real_dlopen(file, mode)
         gh_dl_leave()
-        return h
-    h = real_dlopen(file, mode)
-    gh_dl_leave()
-    _after_dlopen(h)
+    else:
+        h = real_dlopen(file, mode)
+        gh_dl_leave()
+        _after_dlopen(h)
+    if expanded != NULL:
+        _free_keep_errno(expanded)
     return h
 
 
 cdef void *gh_dlmopen(gh_lmid_t lmid, const char *file, int mode) noexcept nogil:
     cdef void *h
+    cdef char *expanded = gh_expand_origin(file, gh_caller_address())
+    if expanded != NULL:
+        file = expanded
     _count_loader(GH_SYM_DLMOPEN)
     if gh_dl_enter() != 0:
         h = real_dlmopen(lmid, file, mode)
         gh_dl_leave()
-        return h
-    h = real_dlmopen(lmid, file, mode)
-    gh_dl_leave()
-    _after_dlopen(h)
+    else:
+        h = real_dlmopen(lmid, file, mode)
+        gh_dl_leave()
+        _after_dlopen(h)
+    if expanded != NULL:
+        _free_keep_errno(expanded)
     return h
+
 
 
 def set_load_callback(callback):

@@ -7,6 +7,8 @@ libc call is waiting.
 ``heartbeat`` is the one method that is not for the hooks: the blocking detector
 (``greenhook.watch``) uses it to learn when a hub's loop last ran.
 """
+import _thread
+import sys
 import threading
 from time import monotonic
 
@@ -16,6 +18,24 @@ POLLERR, POLLHUP = 0x008, 0x010
 POLLRDNORM, POLLRDBAND, POLLWRNORM, POLLWRBAND = 0x040, 0x080, 0x100, 0x200
 READ_EVENTS = POLLIN | POLLPRI | POLLRDNORM | POLLRDBAND
 WRITE_EVENTS = POLLOUT | POLLWRNORM | POLLWRBAND
+
+
+def os_thread_api():
+    """``(start_new_thread, allocate_lock, get_ident)`` of real OS threads, also where gevent
+    has monkey-patched ``threading``/``_thread`` (gunicorn's gevent worker, Celery's gevent
+    pool, Locust): there ``threading.get_ident()`` names the current greenlet and a
+    ``threading.Thread`` is a greenlet, which cannot run while its hub's thread is blocked."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        return tuple(monkey.get_original(
+            "_thread", ("start_new_thread", "allocate_lock", "get_ident")))
+    return _thread.start_new_thread, _thread.allocate_lock, _thread.get_ident
+
+
+def os_thread_ident():
+    """The calling OS thread's identifier (``sys._current_frames()``'s key), whatever
+    gevent's monkey-patching did to ``threading.get_ident``."""
+    return os_thread_api()[2]()
 
 
 class Backend:
@@ -71,7 +91,7 @@ class Heartbeat:
     def __init__(self, interval):
         self.interval = interval
         self.last = monotonic()
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = os_thread_ident()
         self.native_id = threading.get_native_id()
         self.looping = True
         self.cancelled = False

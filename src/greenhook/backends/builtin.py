@@ -1,11 +1,10 @@
 """Backend on greenhook's own hub (``greenhook.hub``): greenlet + epoll, nothing else."""
 
-import threading
 from time import monotonic
 
 from greenhook import hub as _hub
 
-from .base import Backend, Heartbeat
+from .base import Backend, Heartbeat, os_thread_ident
 
 
 class BuiltinBackend(Backend):
@@ -66,7 +65,7 @@ class _BuiltinHeartbeat(Heartbeat):
     def cancel(self):
         self.cancelled = True
         # The timer heap belongs to the hub's thread; from elsewhere the next beat ends it.
-        if threading.get_ident() == self.thread_ident:
+        if os_thread_ident() == self.thread_ident:
             self._timer.cancel()
 
 

@@ -1,16 +1,16 @@
 """Backend on gevent's hub: io and timer watchers on gevent's loop."""
 
-import threading
+import os
 from time import monotonic
 
 from gevent._hub_local import get_hub_if_exists
-from gevent.hub import Waiter, get_hub
+from gevent.hub import Waiter, get_hub, reinit
 from greenlet import getcurrent
 
 from greenhook.exceptions import BackendError
 from greenhook.hub import _seconds
 
-from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat
+from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat, os_thread_ident
 
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
 _IN_EVENTS = READ_EVENTS & ~POLLPRI
@@ -204,8 +204,22 @@ class _GeventHeartbeat(Heartbeat):
     def cancel(self):
         self.cancelled = True
         # Watchers belong to the loop's thread; from elsewhere the next tick closes it.
-        if threading.get_ident() == self.thread_ident:
+        if os_thread_ident() == self.thread_ident:
             self._timer.close()
+
+
+def _after_fork_in_child():
+    # gevent re-initialises its loop only in gevent.fork() (or a monkey-patched os.fork);
+    # after a plain os.fork() -- multiprocessing's fork start method -- libev would keep
+    # sharing the parent's epoll set.  gevent.hub.reinit() is idempotent: gevent.fork() calling
+    # it again after this is fine.
+    hub = get_hub_if_exists()
+    if hub is not None:
+        reinit(hub)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 BACKEND = GeventBackend()
