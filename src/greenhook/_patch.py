@@ -397,7 +397,7 @@ def patched_libraries() -> "Libraries":
 
 def patched_slots(state=False):
     """[(library, symbol, kind, address, old_value, hook)] for every slot of a greened call
-    written (diagnostics); ``state``: also the per-fd state hooks' (close, fcntl...)."""
+    written (diagnostics); ``state``: also the per-fd state hooks' (close, dup...)."""
     with _lock:
         return [(p.report.library, name, kind, addr, old, new)
                 for p in _registry.values() for addr, old, new, name, kind in p.slots

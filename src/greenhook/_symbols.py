@@ -64,19 +64,13 @@ HOOKED = (
 #: would be greenhook, so such objects are covered by the counter check instead)
 LOADER = ("dlopen", "dlmopen")
 
-#: Hooked too, but never wait: they keep greenhook's per-fd table (O_NONBLOCK, SO_RCVTIMEO/
-#: SO_SNDTIMEO, the open file's identity) up to date, so that a wait needs no fcntl/getsockopt
-#: of its own.  ``(libc name, entry point, what it is)``.  Patched in every object greenhook
+#: Hooked too, but never wait: they forget greenhook's per-fd entry (the identity of the
+#: socket a hub watcher was kept for) when a number starts naming another file.  ``(libc name, entry point, what it is)``.  Patched in every object greenhook
 #: patches, restored by unpatch; not counted in stats() nor listed in PatchReport.symbols (they
 #: green nothing); the audit shows them as context (CONTEXT below).
 FDSTATE_HOOKED = (
     ("socket", "socket", "socket creation"),
     ("__socket", "socket", "socket creation (glibc alias)"),
-    ("fcntl", "fcntl", "O_NONBLOCK changes"),
-    ("__fcntl", "fcntl", "O_NONBLOCK changes (glibc alias)"),
-    ("fcntl64", "fcntl64", "O_NONBLOCK changes"),
-    ("ioctl", "ioctl", "FIONBIO"),
-    ("setsockopt", "setsockopt", "SO_RCVTIMEO/SO_SNDTIMEO"),
     ("dup", "dup", "fd duplication"),
     ("dup2", "dup2", "fd duplication"),
     ("__dup2", "dup2", "fd duplication (glibc alias)"),
@@ -121,9 +115,9 @@ NOT_GREENED_YET = {
 # Imports that matter to the audit because they change how the greened calls behave,
 # without blocking themselves.
 CONTEXT = {
-    "fcntl": "may set O_NONBLOCK (then calls pass through and return EAGAIN; tracked)",
-    "fcntl64": "may set O_NONBLOCK (then calls pass through and return EAGAIN; tracked)",
-    "setsockopt": "may set SO_RCVTIMEO/SO_SNDTIMEO (honoured while waiting; tracked)",
+    "fcntl": "may set O_NONBLOCK (then calls pass through and return EAGAIN)",
+    "fcntl64": "may set O_NONBLOCK (then calls pass through and return EAGAIN)",
+    "setsockopt": "may set SO_RCVTIMEO/SO_SNDTIMEO (honoured while waiting)",
     "__fdelt_chk": "FD_SET bounds check (_FORTIFY_SOURCE), not blocking",
     "socket": "socket creation (tracked)",
     "syscall": "raw syscalls cannot be hooked",

@@ -1,7 +1,8 @@
 """Scenarios for tests/test_fdstate.py: ``python fdstate.py CASE HUB``.
 
-The hooks keep per-fd state (O_NONBLOCK, SO_RCVTIMEO/SO_SNDTIMEO, the open file's identity)
-and the backends keep one watcher/registration per fd across waits.  These cases close an fd
+The hooks keep per-fd state (the identity of the socket a watcher was kept for) and the
+backends keep one watcher/registration per fd across waits; O_NONBLOCK and SO_RCVTIMEO/
+SO_SNDTIMEO are read from the kernel on every wait.  These cases close an fd
 greenhook waited on and put another file at the same number *behind greenhook's back* (Python's
 own ``os.dup2``/``os.close``, which no patched library sees), then wait on that number again
 through the patched sample library: the call must behave as the real call on the new file.
@@ -131,29 +132,42 @@ def case_reuse_released_without_a_loop_turn(H, lib):
     report(first=first, second=second, elapsed=elapsed, cpu=cpu[0])
 
 
-def case_seen_changes(H, lib):
-    """Changes made through a patched library's fcntl/ioctl/setsockopt reach a cached fd."""
-    fcntl = hook("fcntl", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-    ioctl = hook("ioctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
-    setsockopt = hook("setsockopt", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_void_p, ctypes.c_uint)
+def case_unseen_changes(H, lib):
+    """O_NONBLOCK and SO_RCVTIMEO changed on the *same* open socket, between two waits, by
+    code greenhook does not see: libc called directly through ctypes (an unpatched library)
+    and Python's own socket methods.  Each wait must act on the kernel's current state."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fcntl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    libc.setsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                ctypes.c_uint]
     a, b = unix_pair()
     n = b.fileno()
     out = {"prime": [prime(H, lib, n, a) for _ in range(3)]}
     out["cache"] = _hooks.fd_cache_stats()
-    out["fcntl"] = fcntl(n, F_SETFL, O_NONBLOCK)
+    out["fcntl"] = libc.fcntl(n, F_SETFL, O_NONBLOCK)
     out["nonblocking"] = measured(H, lambda: c_recv(lib, n, 64))
-    fcntl(n, F_SETFL, 0)
+    libc.fcntl(n, F_SETFL, 0)
     out["blocking_again"] = prime(H, lib, n, a)
     one = ctypes.c_int(1)
-    out["ioctl"] = ioctl(n, FIONBIO, ctypes.addressof(one))
+    out["ioctl"] = libc.ioctl(n, FIONBIO, ctypes.addressof(one))
     out["fionbio"] = measured(H, lambda: c_recv(lib, n, 64))
-    zero = ctypes.c_int(0)
-    ioctl(n, FIONBIO, ctypes.addressof(zero))
+    b.setblocking(True)             # Python's socket: ioctl(FIONBIO, 0) from the interpreter
+    out["python_blocking"] = prime(H, lib, n, a)
+    b.setblocking(False)            # and back: O_NONBLOCK again
+    out["python_nonblocking"] = measured(H, lambda: c_recv(lib, n, 64))
+    b.setblocking(True)
     tv = (ctypes.c_long * 2)(0, 200000)
-    out["setsockopt"] = setsockopt(n, socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                   ctypes.addressof(tv), ctypes.sizeof(tv))
+    out["setsockopt"] = libc.setsockopt(n, socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                        ctypes.addressof(tv), ctypes.sizeof(tv))
     out["timeout"] = measured(H, lambda: c_recv(lib, n, 64))
+    set_timeo(b, socket.SO_RCVTIMEO, 0)     # Python: the timeout removed
+    out["no_timeout"] = measured(H, lambda: c_recv(lib, n, 64),
+                                 lambda: in_thread_after(0.5, a.send, b"late"))
+    set_timeo(b, socket.SO_RCVTIMEO, 5)
+    out["long_timeout"] = prime(H, lib, n, a)
+    set_timeo(b, socket.SO_RCVTIMEO, 0.2)   # shorter than the one the last wait saw
+    out["shorter_timeout"] = measured(H, lambda: c_recv(lib, n, 64))
     report(**out)
 
 

@@ -1,28 +1,24 @@
 # Included by wait.pxi: per-fd state (a table indexed by fd, as libco keeps one) and the hooks
-# that keep it up to date in patched libraries: socket, fcntl/fcntl64 (F_SETFL, F_DUPFD*),
-# ioctl(FIONBIO), setsockopt(SO_RCVTIMEO/SO_SNDTIMEO), dup/dup2/dup3, close (and accept,
-# in entry.pxi).
+# that keep it up to date in patched libraries: socket, dup/dup2/dup3, close (and accept, in
+# entry.pxi).
 #
-# What a wait needs to know about its fd -- O_NONBLOCK (then the caller wants EAGAIN back) and
-# SO_RCVTIMEO/SO_SNDTIMEO (its deadline) -- used to cost an fcntl(F_GETFL) and a getsockopt per
-# wait.  The table caches both, and the identity of the open file they were read from
-# (st_dev, st_ino), so that an fd closed and its number reused by code greenhook does not see
-# (an unpatched library, Python's os.close/socket.close) can never be waited on with another
-# file's state: the cache is a hint, checked by one fstat per wait (the slow path only: the
-# fast path, an operation that succeeds at once, never looks at the table).  On a mismatch the
-# kernel is asked again and the entry refilled with a new generation, which also tells the
-# backends that a watcher kept for the fd number (backends/*.py, wait_fd_gen) is stale.
-#
-# O_NONBLOCK belongs to the open file description (shared by dups) and the timeouts to the
-# socket: any change greenhook sees through a patched library bumps one global epoch, which
-# invalidates every entry at once (such changes are rare: libmariadb toggles O_NONBLOCK around
-# connect only).  A change made on the *same* open file by code greenhook does not see is not
-# noticed until the fd is closed or reopened (README, "Known limits").
+# The table holds no flag a wait acts on: O_NONBLOCK (then the caller wants EAGAIN back) is
+# read with fcntl(F_GETFL) and SO_RCVTIMEO/SO_SNDTIMEO (its deadline) with getsockopt on every
+# wait, because code greenhook does not see (an unpatched library, Python's
+# socket.setblocking/settimeout, ctypes) can change both on the same open socket at any time,
+# and no hook could ever notice that.  (A wait on an O_NONBLOCK fd stops after the fcntl.)
+# What the table keeps is the identity (st_dev, st_ino) of the socket a hub watcher was kept
+# for and a generation: one fstat per wait tells whether the number still names that socket
+# -- an fd closed and its number reused behind greenhook's back gets a new generation, which
+# tells the backends that the watcher kept for the number (backends/*.py, wait_fd_gen) is
+# stale.  Only sockets keep a watcher: a socket's inode is its own, while the two ends of a
+# pipe, or a FIFO opened twice, share one.  The close/dup/socket/accept hooks forget an entry
+# early (a cheap invalidation); correctness rests on the fstat.
 #
 # The table is lock-free: chunks of 1024 entries installed with a compare-and-swap, each entry
 # guarded by a sequence number (odd while written; a reader that sees it change treats the
 # entry as a miss, a writer that finds it odd leaves the cache alone).  fds >= 2^20 are never
-# cached (every wait asks the kernel, as before).
+# cached (no watcher is kept for them).
 
 from libc.stdint cimport uint32_t
 
@@ -46,16 +42,13 @@ cdef extern from * nogil:
 
     typedef struct {
         uint32_t seq;           /* odd while being written */
-        uint32_t epoch;         /* gh_fd_epoch when filled; 0: nothing cached */
+        uint32_t filled;        /* 1: dev/ino name the file the entry was filled for */
         uint32_t gen;           /* bumped whenever the entry may name another file */
-        int32_t nonblock;       /* O_NONBLOCK was set */
         uint32_t kind;          /* hint for read/write: 0 unknown, 1 socket, 2 anything else */
-        uint64_t dev, ino;      /* identity of the open file the state was read from */
-        int64_t rcvtimeo_ns, sndtimeo_ns;   /* 0: none */
+        uint64_t dev, ino;      /* identity of the socket a watcher was kept for */
     } gh_fdinfo_t;
 
     static gh_fdinfo_t *gh_fd_chunks[GH_FD_CHUNKS];
-    static uint32_t gh_fd_epoch = 1;
     static uint64_t gh_fd_hits, gh_fd_misses;   /* racy counters, for tests and the bench */
 
     static gh_fdinfo_t *gh_fd_slot(int fd, int create) {
@@ -98,17 +91,10 @@ cdef extern from * nogil:
             return;
         while (!gh_fd_write_begin(e))
             ;   /* a writer holds it for a few instructions */
-        e->epoch = 0;
+        e->filled = 0;
         e->gen++;
         __atomic_store_n(&e->kind, 0, __ATOMIC_RELAXED);
         gh_fd_write_end(e);
-    }
-
-    /* Some fd's O_NONBLOCK or timeouts changed (through a patched library): every entry. */
-    static void gh_fd_changed(void) {
-        uint32_t next = __atomic_add_fetch(&gh_fd_epoch, 1, __ATOMIC_ACQ_REL);
-        if (next == 0)
-            __atomic_store_n(&gh_fd_epoch, 1, __ATOMIC_RELEASE);   /* 0 means "unfilled" */
     }
 
     static int64_t gh_timeo_ns(int fd, int opt) {
@@ -119,67 +105,72 @@ cdef extern from * nogil:
         return 0;
     }
 
-    /* What a wait on fd needs: O_NONBLOCK, the timeout for `opt` (SO_RCVTIMEO/SO_SNDTIMEO,
-       ns, 0: none) and the entry's generation (0: not cached; a watcher must not be kept).
-       One fstat when the cache answers; fcntl + two getsockopt more when it does not. */
-    static void gh_fd_wait_state(int fd, int opt, int *nonblock, int64_t *timeo_ns, uint32_t *gen) {
-        struct stat st;
-        gh_fdinfo_t *e = gh_fd_slot(fd, 1);
-        uint32_t s1, epoch, g = 0;
-        int fl, have_st;
-        int64_t rcv, snd;
-        have_st = e != NULL && fstat(fd, &st) == 0;
-        epoch = __atomic_load_n(&gh_fd_epoch, __ATOMIC_ACQUIRE);
-        if (have_st) {
-            s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
-            if (!(s1 & 1) && e->epoch == epoch && e->ino == (uint64_t)st.st_ino
-                    && e->dev == (uint64_t)st.st_dev) {
-                int nb = e->nonblock;
-                int64_t t = opt == SO_SNDTIMEO ? e->sndtimeo_ns : e->rcvtimeo_ns;
-                g = e->gen;
-                __atomic_thread_fence(__ATOMIC_ACQUIRE);
-                if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) == s1) {
-                    *nonblock = nb;
-                    *timeo_ns = t;
-                    *gen = g;
-                    gh_fd_hits++;
-                    return;
-                }
+    /* The generation of fd's entry, given a fresh fstat of fd: the same as last time while
+       the fd names the same socket, a new one when it names another file; 0 for anything
+       that is not a socket (and fds the table does not cover): no watcher is kept for it.
+       A socket's inode is its own (no other open file shares it), so (st_dev, st_ino) names
+       exactly one socket; two files of a pipe or a FIFO opened twice share an inode, which is
+       why only sockets keep a watcher. */
+    static uint32_t gh_fd_gen_of(int fd, const struct stat *st) {
+        gh_fdinfo_t *e;
+        uint32_t s1, g;
+        if (!S_ISSOCK(st->st_mode)) {
+            if ((e = gh_fd_slot(fd, 0)) != NULL)
+                __atomic_store_n(&e->kind, 2, __ATOMIC_RELAXED);
+            return 0;
+        }
+        e = gh_fd_slot(fd, 1);
+        if (e == NULL)
+            return 0;
+        s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+        if (!(s1 & 1) && e->filled && e->ino == (uint64_t)st->st_ino
+                && e->dev == (uint64_t)st->st_dev) {
+            g = e->gen;
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) == s1) {
+                gh_fd_hits++;
+                return g;
             }
         }
         gh_fd_misses++;
-        fl = fcntl(fd, F_GETFL);
-        rcv = gh_timeo_ns(fd, SO_RCVTIMEO);
-        snd = gh_timeo_ns(fd, SO_SNDTIMEO);
-        *nonblock = fl >= 0 && (fl & O_NONBLOCK);
-        *timeo_ns = opt == SO_SNDTIMEO ? snd : rcv;
-        *gen = 0;
-        if (!have_st || fl < 0 || !gh_fd_write_begin(e))
-            return;
-        if (e->epoch == 0 || e->ino != (uint64_t)st.st_ino || e->dev != (uint64_t)st.st_dev) {
-            e->gen++;
-            __atomic_store_n(&e->kind, S_ISSOCK(st.st_mode) ? 1 : 2, __ATOMIC_RELAXED);
-        }
+        if (!gh_fd_write_begin(e))
+            return 0;
+        e->gen++;
         if (e->gen == 0)
             e->gen = 1;
-        e->dev = (uint64_t)st.st_dev;
-        e->ino = (uint64_t)st.st_ino;
-        e->nonblock = *nonblock;
-        e->rcvtimeo_ns = rcv;
-        e->sndtimeo_ns = snd;
-        e->epoch = epoch;
-        *gen = e->gen;
+        e->dev = (uint64_t)st->st_dev;
+        e->ino = (uint64_t)st->st_ino;
+        e->filled = 1;
+        __atomic_store_n(&e->kind, 1, __ATOMIC_RELAXED);
+        g = e->gen;
         gh_fd_write_end(e);
+        return g;
     }
 
-    /* The generation of fd's entry if it still names the file it was filled for (one fstat),
-       else 0.  For waits that need no flags (poll): a kept watcher is still valid. */
+    /* What a wait on fd needs, always read from the kernel: O_NONBLOCK (fcntl F_GETFL; the
+       caller wants EAGAIN back, nothing else is asked) and, for a socket, the timeout for
+       `opt` (SO_RCVTIMEO/SO_SNDTIMEO, ns, 0: none), plus the generation for a kept watcher
+       (gh_fd_gen_of: one fstat).  Nothing here is cached, so a change made to the same open
+       file by code greenhook does not see is seen by the next wait. */
+    static void gh_fd_wait_state(int fd, int opt, int *nonblock, int64_t *timeo_ns, uint32_t *gen) {
+        struct stat st;
+        int fl = fcntl(fd, F_GETFL);
+        *nonblock = fl >= 0 && (fl & O_NONBLOCK);
+        *timeo_ns = 0;
+        *gen = 0;
+        if (fl < 0 || *nonblock || fstat(fd, &st) != 0)
+            return;     /* EBADF: the wait (or the retry) reports it */
+        if (S_ISSOCK(st.st_mode))
+            *timeo_ns = gh_timeo_ns(fd, opt);
+        *gen = gh_fd_gen_of(fd, &st);
+    }
+
+    /* The generation for a wait that needs no flags (poll, a call's later waits): one fstat. */
     static uint32_t gh_fd_identity(int fd) {
-        int nb;
-        int64_t t;
-        uint32_t g;
-        gh_fd_wait_state(fd, SO_RCVTIMEO, &nb, &t, &g);
-        return g;
+        struct stat st;
+        if (fstat(fd, &st) != 0)
+            return 0;
+        return gh_fd_gen_of(fd, &st);
     }
 
     /* Whether read/write on fd count as socket calls (stats) -- a hint, learnt with one
@@ -227,57 +218,25 @@ cdef extern from * nogil:
             || e == ESPIPE;
     }
 
-    #ifndef SO_RCVTIMEO_NEW
-    #define SO_RCVTIMEO_NEW 66
-    #endif
-    #ifndef SO_SNDTIMEO_NEW
-    #define SO_SNDTIMEO_NEW 67
-    #endif
-    #ifndef SO_RCVTIMEO_OLD
-    #define SO_RCVTIMEO_OLD SO_RCVTIMEO
-    #endif
-    #ifndef SO_SNDTIMEO_OLD
-    #define SO_SNDTIMEO_OLD SO_SNDTIMEO
-    #endif
-    static int gh_is_timeo_opt(int level, int opt) {
-        return level == SOL_SOCKET && (opt == SO_RCVTIMEO_OLD || opt == SO_SNDTIMEO_OLD
-                                       || opt == SO_RCVTIMEO_NEW || opt == SO_SNDTIMEO_NEW);
-    }
-    #ifndef F_DUPFD_CLOEXEC
-    #define F_DUPFD_CLOEXEC 1030
-    #endif
     """
     void gh_fd_forget(int fd)
-    void gh_fd_changed()
     void gh_fd_wait_state(int fd, int opt, int *nonblock, int64_t *timeo_ns, uint32_t *gen)
     uint32_t gh_fd_identity(int fd)
-    int gh_is_timeo_opt(int level, int opt)
     int gh_fd_socket_hint(int fd)
     ssize_t gh_read_nowait(int fd, void *buf, size_t n)
     ssize_t gh_write_nowait(int fd, const void *buf, size_t n)
     int gh_nowait_unsupported(int e)
     uint64_t gh_fd_hits, gh_fd_misses
-    enum:
-        F_DUPFD, F_DUPFD_CLOEXEC, FIONBIO
 
 # --- the real functions -----------------------------------------------------------------------
 
 ctypedef int (*socket_t)(int, int, int) noexcept nogil
-ctypedef int (*fcntl_t)(int, int, long) noexcept nogil
-ctypedef int (*ioctl_t)(int, unsigned long, void *) noexcept nogil
-ctypedef int (*setsockopt_t)(int, int, int, const void *, socklen_t) noexcept nogil
 ctypedef int (*dup_t)(int) noexcept nogil
 ctypedef int (*dup2_t)(int, int) noexcept nogil
 ctypedef int (*dup3_t)(int, int, int) noexcept nogil
 ctypedef int (*close_t)(int) noexcept nogil
 
 cdef socket_t real_socket = <socket_t>dlsym(RTLD_DEFAULT, "socket")
-cdef fcntl_t real_fcntl = <fcntl_t>dlsym(RTLD_DEFAULT, "fcntl")
-cdef fcntl_t real_fcntl64 = <fcntl_t>dlsym(RTLD_DEFAULT, "fcntl64")
-if real_fcntl64 == NULL:
-    real_fcntl64 = real_fcntl
-cdef ioctl_t real_ioctl = <ioctl_t>dlsym(RTLD_DEFAULT, "ioctl")
-cdef setsockopt_t real_setsockopt = <setsockopt_t>dlsym(RTLD_DEFAULT, "setsockopt")
 cdef dup_t real_dup = <dup_t>dlsym(RTLD_DEFAULT, "dup")
 cdef dup2_t real_dup2 = <dup2_t>dlsym(RTLD_DEFAULT, "dup2")
 cdef dup3_t real_dup3 = <dup3_t>dlsym(RTLD_DEFAULT, "dup3")
@@ -285,47 +244,11 @@ cdef close_t real_close = <close_t>dlsym(RTLD_DEFAULT, "close")
 
 
 # --- the hooks: they never wait; they call the real function and note what changed -----------
-#
-# fcntl and ioctl are variadic in libc.  Their hooks take the one optional argument as a word:
-# on the x86-64 and AArch64 Linux ABIs a variadic caller passes it in the same register a
-# fixed-argument callee reads, and every fcntl/ioctl request takes at most one argument (an int
-# or a pointer), which is passed on unchanged.
 
 cdef int gh_socket(int domain, int kind, int protocol) noexcept nogil:
     cdef int r = real_socket(domain, kind, protocol)
     if r >= 0:
         gh_fd_forget(r)
-    return r
-
-
-cdef inline int _fcntl_after(int r, int fd, int cmd) noexcept nogil:
-    if r >= 0:
-        if cmd == F_SETFL:
-            gh_fd_changed()
-        elif cmd == F_DUPFD or cmd == F_DUPFD_CLOEXEC:
-            gh_fd_forget(r)
-    return r
-
-
-cdef int gh_fcntl(int fd, int cmd, long arg) noexcept nogil:
-    return _fcntl_after(real_fcntl(fd, cmd, arg), fd, cmd)
-
-
-cdef int gh_fcntl64(int fd, int cmd, long arg) noexcept nogil:
-    return _fcntl_after(real_fcntl64(fd, cmd, arg), fd, cmd)
-
-
-cdef int gh_ioctl(int fd, unsigned long request, void *arg) noexcept nogil:
-    cdef int r = real_ioctl(fd, request, arg)
-    if r >= 0 and request == FIONBIO:
-        gh_fd_changed()
-    return r
-
-
-cdef int gh_setsockopt(int fd, int level, int opt, const void *val, socklen_t vlen) noexcept nogil:
-    cdef int r = real_setsockopt(fd, level, opt, val, vlen)
-    if r == 0 and gh_is_timeo_opt(level, opt):
-        gh_fd_changed()
     return r
 
 
@@ -361,10 +284,6 @@ cdef int gh_close(int fd) noexcept nogil:
 # The entry points, by libc name (_symbols.FDSTATE_HOOKED; a test checks they agree).
 cdef dict _STATE_FUNCS = {
     "socket": <uintptr_t>gh_socket,
-    "fcntl": <uintptr_t>gh_fcntl,
-    "fcntl64": <uintptr_t>gh_fcntl64,
-    "ioctl": <uintptr_t>gh_ioctl,
-    "setsockopt": <uintptr_t>gh_setsockopt,
     "dup": <uintptr_t>gh_dup,
     "dup2": <uintptr_t>gh_dup2,
     "dup3": <uintptr_t>gh_dup3,
@@ -391,6 +310,6 @@ def state_hook_table():
 # --- for tests and the bench ------------------------------------------------------------------
 
 def fd_cache_stats():
-    """{"hits": n, "misses": n}: waits whose fd state came from the per-fd table (one fstat)
-    or from the kernel (fcntl + getsockopt).  Racy counters, for tests and the bench."""
+    """{"hits": n, "misses": n}: waits on a socket whose entry still named it (a kept watcher
+    may be reused) or did not (a new generation).  Racy counters, for tests and the bench."""
     return {"hits": gh_fd_hits, "misses": gh_fd_misses}
