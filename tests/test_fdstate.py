@@ -110,14 +110,20 @@ def test_close_and_dup2_through_the_hooks(hub):
 
 
 def test_state_table_and_entry_points_agree():
+    # The state hooks are rows of HOOKED (one declaration per hooked symbol), set apart by
+    # _symbols.STATE: no counters, not greened, reachable through hook_table() like the rest.
     funcs = _hooks.state_functions()
-    entries = {entry for _, entry, _ in _symbols.FDSTATE_HOOKED}
-    assert entries == set(funcs), entries ^ set(funcs)
+    assert set(_symbols.STATE) == set(funcs), set(_symbols.STATE) ^ set(funcs)
     assert not set(_symbols.FDSTATE) & set(_symbols.GREENED)
+    assert not set(_symbols.STATE) & set(_symbols.CANONICAL)
     table = _hooks.state_hook_table()
     assert {"close", "socket", "dup2"} <= set(table), table
-    for name, entry, what in _symbols.FDSTATE_HOOKED:
-        assert what and (name not in table or table[name] == funcs[entry]), name
+    full = _hooks.hook_table()
+    for name, entry, what in _symbols.HOOKED:
+        if entry in _symbols.STATE:
+            assert what and (name not in table or table[name] == funcs[entry] == full[name]), name
+        else:
+            assert name not in table, name
 
 
 def test_state_hooks_are_written_and_restored():
@@ -125,6 +131,9 @@ def test_state_hooks_are_written_and_restored():
     # The sample library imports these (its request helpers open and close sockets).
     assert {"close", "socket"} <= set(r["state"]), r
     assert r["ok"] and not r["greened_has_state"] and r["left"] == 0, r
+    # PatchReport lists them apart (state_hooks), with the slots written; symbols has none
+    assert set(r["reported"]) == set(r["state"]) and all(n >= 1 for n in r["reported"].values()), r
+    assert not set(r["symbols"]) & set(r["state"]) and "recv" in r["symbols"], r
 
 
 def test_read_write_hint_never_decides_a_wait(hub):

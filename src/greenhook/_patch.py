@@ -44,7 +44,8 @@ class PatchReport:
 
     def __init__(self, library: str, soname: Optional[str], symbols: Dict[str, int],
                  kinds: Dict[str, Sequence[str]], imports: Sequence[str],
-                 not_greened: Dict[str, str], relro: Any, bind_now: bool) -> None:
+                 not_greened: Dict[str, str], relro: Any, bind_now: bool,
+                 state_hooks: Optional[Dict[str, int]] = None) -> None:
         #: resolved path of the loaded object
         self.library = library
         self.soname = soname
@@ -58,6 +59,9 @@ class PatchReport:
         self.not_greened = not_greened
         self.relro = relro
         self.bind_now = bind_now
+        #: {symbol: number of slots written} for the per-fd state hooks (close, dup*, socket:
+        #: _symbols.STATE): they never wait, so they are not in ``symbols`` nor ``slots``
+        self.state_hooks = dict(state_hooks or {})
 
     @property
     def slots(self) -> int:
@@ -73,6 +77,7 @@ class PatchReport:
             "not_greened": dict(self.not_greened),
             "relro": self.relro,
             "bind_now": self.bind_now,
+            "state_hooks": dict(self.state_hooks),
         }
 
     def __repr__(self) -> str:
@@ -251,7 +256,7 @@ def _patch_object(obj, refuse=True, bind=True, loader=False):
         state = _hooks.state_hook_table()
         hook_addrs = set(table.values()) | set(state.values())
         all_imports = obj.slots(_BLOCKING)
-        plan, symbols, kinds = [], {}, {}
+        plan, symbols, kinds, state_hooks = [], {}, {}, {}
         for name, addr, kind, value in (all_imports + obj.slots(_FDSTATE)
                                         + (obj.slots(_LOADER) if loader else [])):
             hook = table.get(name) or state.get(name)
@@ -259,7 +264,9 @@ def _patch_object(obj, refuse=True, bind=True, loader=False):
                 continue
             plan.append((addr, hook, name, kind))
             if name in _FDSTATE:
-                continue    # per-fd state: written, but greens nothing (not in the report)
+                # per-fd state: written, but greens nothing (reported apart)
+                state_hooks[name] = state_hooks.get(name, 0) + 1
+                continue
             symbols[name] = symbols.get(name, 0) + 1
             kinds.setdefault(name, set()).add(kind)
         imports = sorted({s[0] for s in all_imports})
@@ -281,6 +288,7 @@ def _patch_object(obj, refuse=True, bind=True, loader=False):
             not_greened=not_greened,
             relro=("full" if obj.bind_now else "partial") if obj.relro else "none",
             bind_now=obj.bind_now,
+            state_hooks=state_hooks,
         )
         _registry[obj.base] = _Patched(obj, report, slots)
         if bind:
@@ -539,7 +547,8 @@ def _matches(obj, entries):
     return None
 
 
-_HOOKED_NAMES = frozenset(name for name, _, _ in _symbols.HOOKED)
+# what makes auto mode patch an object: a call that waits or loads (not the per-fd state rows)
+_HOOKED_NAMES = frozenset(name for name, _, _ in _symbols.HOOKED) - frozenset(_symbols.FDSTATE)
 
 
 def _auto_decide(obj, policy):

@@ -9,6 +9,8 @@ writes the hooks' C enum from :data:`HOOKED`).  The hooks themselves live in ``g
 #: like their canonical name and counted under it.  Everything else derives from this table:
 #: the C enum of canonical hooks (``gh_symbols.h``, written by setup.py at build time), the
 #: rows of ``greenhook.stats()``, :data:`GREENED` and ``_hooks.hook_table()`` (tested to agree).
+#: Two kinds of rows never wait: the loader (:data:`LOADER`) and the per-fd state hooks
+#: (:data:`STATE`); only the calls that wait are greened, counted and reported.
 HOOKED = (
     ("connect", "connect", "socket connect"),
     ("__connect", "connect", "socket connect (glibc alias)"),
@@ -57,18 +59,7 @@ HOOKED = (
     # The loader: never waits.  Auto mode (greenhook.patch_all) patches what it loaded.
     ("dlopen", "dlopen", "library loading (auto mode patches what it loads)"),
     ("dlmopen", "dlmopen", "library loading (auto mode patches what it loads)"),
-)
-
-#: the loader rows of HOOKED: patched only in auto mode, and only in objects without
-#: DT_RUNPATH/DT_RPATH (the loader searches the *caller's* run path; through a hook the caller
-#: would be greenhook, so such objects are covered by the counter check instead)
-LOADER = ("dlopen", "dlmopen")
-
-#: Hooked too, but never wait: they forget greenhook's per-fd entry (the identity of the
-#: socket a hub watcher was kept for) when a number starts naming another file.  ``(libc name, entry point, what it is)``.  Patched in every object greenhook
-#: patches, restored by unpatch; not counted in stats() nor listed in PatchReport.symbols (they
-#: green nothing); the audit shows them as context (CONTEXT below).
-FDSTATE_HOOKED = (
+    # Per-fd state (STATE below): never wait, green nothing.
     ("socket", "socket", "socket creation"),
     ("__socket", "socket", "socket creation (glibc alias)"),
     ("dup", "dup", "fd duplication"),
@@ -79,14 +70,26 @@ FDSTATE_HOOKED = (
     ("__close", "close", "fd close (glibc alias)"),
 )
 
-#: the libc names of FDSTATE_HOOKED
-FDSTATE = tuple(name for name, _, _ in FDSTATE_HOOKED)
+#: the loader rows of HOOKED: patched only in auto mode, and only in objects without
+#: DT_RUNPATH/DT_RPATH (the loader searches the *caller's* run path; through a hook the caller
+#: would be greenhook, so such objects are covered by the counter check instead)
+LOADER = ("dlopen", "dlmopen")
+
+#: the canonical names of the per-fd state rows of HOOKED: they never wait and green nothing;
+#: they forget greenhook's per-fd entry (the identity of the socket a hub watcher was kept for)
+#: when a number starts naming another file.  Patched in every object greenhook patches (never
+#: a reason to patch one: auto mode ignores them), restored by unpatch; no C enum entry, no
+#: row in stats(), not in GREENED nor in PatchReport.symbols; the audit shows them as context.
+STATE = ("socket", "dup", "dup2", "dup3", "close")
+
+#: the libc names of the per-fd state rows of HOOKED
+FDSTATE = tuple(name for name, canonical, _ in HOOKED if canonical in STATE)
 
 #: canonical hooks in C enum order (``GH_SYM_CONNECT`` = 0, ...): the rows of ``stats()``
-CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED))
+CANONICAL = tuple(dict.fromkeys(canonical for _, canonical, _ in HOOKED if canonical not in STATE))
 
-#: symbol -> what it is, for every import greenhook replaces
-GREENED = {name: what for name, _, what in HOOKED}
+#: symbol -> what it is, for every import greenhook greens (the per-fd state rows excepted)
+GREENED = {name: what for name, canonical, what in HOOKED if canonical not in STATE}
 
 
 def symbols_header():

@@ -216,8 +216,11 @@ def case_slots(H, lib):
     greened = {name for _, name, _, _, _, _ in _patch.patched_slots()}
     table = _hooks.state_hook_table()
     ok = all(hook == table[name] for name, hook in state.items())
+    rep = [r for r in greenhook.patched_libraries()
+           if r.library == os.path.realpath(samples.library_path("now"))][0]
     greenhook.unpatch_library(samples.library_path("now"))
     report(state=sorted(state), ok=ok, greened_has_state=bool(greened & set(state)),
+           reported=rep.as_dict()["state_hooks"], symbols=sorted(rep.symbols),
            left=len(_patch.patched_slots(state=True)))
 
 

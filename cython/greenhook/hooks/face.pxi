@@ -57,10 +57,11 @@ def hook_functions():
 
 def hook_table():
     """{libc symbol: address of its green replacement} for every symbol in
-    ``_symbols.HOOKED`` that this libc provides (aliases share their canonical hook)."""
-    table = {}
+    ``_symbols.HOOKED`` that this libc provides (aliases share their canonical hook; the per-fd
+    state rows map to ``state_hook_table()``'s entry points)."""
+    table = state_hook_table()
     for name, canonical, _ in HOOKED:
-        if dlsym(RTLD_DEFAULT, name.encode()) == NULL:
+        if name in table or dlsym(RTLD_DEFAULT, name.encode()) == NULL:
             continue
         table[name] = _HOOK_FUNCS[name if name in _HOOK_FUNCS else canonical]
     return table

@@ -281,7 +281,8 @@ cdef int gh_close(int fd) noexcept nogil:
     return r
 
 
-# The entry points, by libc name (_symbols.FDSTATE_HOOKED; a test checks they agree).
+# The entry points, by canonical name (the rows of _symbols.HOOKED whose canonical name is in
+# _symbols.STATE; a test checks they agree).
 cdef dict _STATE_FUNCS = {
     "socket": <uintptr_t>gh_socket,
     "dup": <uintptr_t>gh_dup,
@@ -297,12 +298,12 @@ def state_functions():
 
 
 def state_hook_table():
-    """{libc symbol: entry point} for every row of ``_symbols.FDSTATE_HOOKED`` this libc
-    provides (aliases share their entry point)."""
-    from greenhook._symbols import FDSTATE_HOOKED
+    """{libc symbol: entry point} for every per-fd state row of ``_symbols.HOOKED``
+    (``_symbols.STATE``) this libc provides (aliases share their entry point)."""
+    from greenhook._symbols import HOOKED, STATE
     table = {}
-    for name, entry, _ in FDSTATE_HOOKED:
-        if dlsym(RTLD_DEFAULT, name.encode()) != NULL:
+    for name, entry, _ in HOOKED:
+        if entry in STATE and dlsym(RTLD_DEFAULT, name.encode()) != NULL:
             table[name] = _STATE_FUNCS[entry]
     return table
 
