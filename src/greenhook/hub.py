@@ -306,6 +306,10 @@ class Hub:
         w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
         if not self._watch(fd, w):
             return True
+        return self._park_on(fd, w, timeout)
+
+    def _park_on(self, fd, w, timeout):
+        """Switch to the loop with ``w`` watching ``fd`` (and a timer for ``timeout``)."""
         timer = None
         try:
             if timeout is not None:
@@ -350,16 +354,7 @@ class Hub:
         elif not self._watch(fd, w):
             return True
         self._fds[fd].gen = gen
-        timer = None
-        try:
-            if timeout is not None:
-                timer = self._add_timer(timeout, w.wake, False)
-            return self.greenlet.switch()
-        finally:
-            w.glet = None
-            if timer is not None:
-                timer.cancel()
-            self._remove_waiter(fd, w)
+        return self._park_on(fd, w, timeout)
 
     def _reap_idle(self):
         """Remove the registrations no wait came back for (before the loop polls)."""
