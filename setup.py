@@ -62,6 +62,12 @@ def core_extensions():
             libraries=["dl"],
         ),
         Extension(
+            "greenhook._hubcore",
+            ["cython/greenhook/_hubcore.pyx"],
+            include_dirs=["cython/greenhook/includes"],
+            extra_compile_args=CFLAGS,
+        ),
+        Extension(
             "greenhook._hooks",
             ["cython/greenhook/_hooks.pyx"],
             include_dirs=includes,

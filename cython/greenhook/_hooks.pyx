@@ -35,8 +35,10 @@ from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from cpython.pycapsule cimport PyCapsule_IsValid, PyCapsule_GetPointer
 
 from libc_io cimport *
+from gh_backend cimport *
 
 import sys
 import threading

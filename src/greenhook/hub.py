@@ -26,25 +26,41 @@ the loop consults only for the poll timeout and to fire them: they run while the
 other reasons and never count as something left, so the loop stops exactly as if they did not
 exist.  Those that came due while it was stopped fire first thing when it starts again.
 
+The registry, the wait paths, the loop and the timer heaps are compiled
+(``greenhook._hubcore``, Cython): a wait and a wake cost no Python frame of their own, and the
+hooks reach the wait path through the backend's C face without a Python call.
+
 Times (:func:`sleep`, :class:`Timeout`, :meth:`Hub.timer`, every ``timeout=``) follow gevent:
 ``inf`` and numbers too large for a float wait forever (killable), a negative time is 0, and
 a non-number or NaN raises :class:`~greenhook.InvalidArgument` at the call (gevent lets NaN into
 its timer heap, where it stalls every other timer; Python's own ``time.sleep`` refuses it).
 """
-import errno
 import heapq
-import itertools
 import os
-import select
 import sys
 import threading
 import traceback
-from collections import deque
-from time import monotonic
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenhook.exceptions import BackendError, InvalidArgument
+from greenhook.exceptions import InvalidArgument
+
+try:
+    from greenhook import _hubcore
+except ImportError as _exc:     # pragma: no cover - non-Linux: the compiled core is not built
+    raise ImportError("greenhook's built-in hub needs the compiled core (Linux, epoll): %s"
+                      % (_exc,)) from _exc
+from greenhook._hubcore import (  # noqa: F401 (re-exported)
+    BlockingSwitchOutError,
+    HubCore,
+    Timer as _Timer,
+    Waiter as _Waiter,
+    _seconds,
+    _timeout,
+    get_hub,
+    get_hub_if_exists,
+    monotonic,
+)
 
 __all__ = [
     "Hub",
@@ -60,69 +76,8 @@ __all__ = [
     "run",
 ]
 
-# poll(2) and epoll share bit values on Linux, so a poll mask goes straight to epoll once the
-# bits epoll does not know (POLLNVAL) or would treat as flags are dropped.
-_EPOLL_MASK = (
-    select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
-    | select.EPOLLRDNORM | select.EPOLLRDBAND | select.EPOLLWRNORM | select.EPOLLWRBAND
-    | getattr(select, "EPOLLMSG", 0x400) | getattr(select, "EPOLLRDHUP", 0x2000)
-)
-# epoll always reports these, whatever was asked; they wake every waiter of the fd.
-_ALWAYS = select.EPOLLERR | select.EPOLLHUP
-
-# epoll_wait takes an int of milliseconds; longer sleeps just take more than one poll.
-_MAX_POLL = 86400.0
-# Cancelled timers stay in the heap until popped; compact it once they are the majority.
-_COMPACT_MIN = 256
-
+_tls = _hubcore._tls
 _heappush = heapq.heappush
-_heappop = heapq.heappop
-
-_INF = float("inf")
-
-
-def _seconds(value, what):
-    """``value`` (a number of seconds) as a float, for a deadline ``monotonic() + value``.
-
-    Anything ``float()`` takes but a string: int, bool, Decimal, Fraction, numpy scalars.
-    A number too large for a float is +/-inf (gevent raises OverflowError there, yet takes
-    1e300: both mean "never").  NaN and non-numbers raise :class:`InvalidArgument`: a NaN
-    deadline compares false with everything and would break the timer heap's order."""
-    if value.__class__ is float:
-        if value == value:
-            return value
-    elif not isinstance(value, (str, bytes, bytearray)):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            return _INF if value > 0 else -_INF
-        except (TypeError, ValueError):
-            pass
-        else:
-            if seconds == seconds:
-                return seconds
-    raise InvalidArgument(
-        "%s must be a number of seconds (inf: forever, <= 0: now), got %r" % (what, value))
-
-
-def _timeout(value):
-    """A ``timeout=`` argument: None (no deadline) or :func:`_seconds`."""
-    return None if value is None else _seconds(value, "timeout")
-
-
-def _compact(heap):
-    """Drop the cancelled entries of a timer heap, in place: the loop holds a reference."""
-    heap[:] = [entry for entry in heap if entry[2].callback is not None]
-    heapq.heapify(heap)
-
-
-class LoopExit(Exception):
-    """Thrown into the main greenlet when it waits and the loop has nothing left that could
-    ever wake it: no callbacks, no timers, no fd waiters.  Without it the program would hang."""
-
-
-class BlockingSwitchOutError(AssertionError):
-    """A blocking call was made from the hub greenlet (a loop callback), which cannot park."""
 
 
 def _cannot_block():
@@ -130,58 +85,9 @@ def _cannot_block():
         "Impossible to call blocking function in the event loop callback")
 
 
-class _Waiter:
-    """One park's ticket: the greenlet to resume and, for an fd wait, its epoll mask.
-
-    ``glet`` is cleared by the first wake and by the parked code's ``finally``; a wake that
-    finds it cleared does nothing.  Wakes happen only in the hub greenlet.
-    """
-
-    __slots__ = ("glet", "events")
-
-    def __init__(self, glet, events=0):
-        self.glet = glet
-        self.events = events
-
-    def wake(self, value=True):
-        glet = self.glet
-        if glet is not None:
-            self.glet = None
-            glet.switch(value)
-
-
-class _FdReg:
-    """Everyone waiting on one fd; ``mask`` is the union registered with epoll.  ``gen``: the
-    fd's generation in the hooks' per-fd table when the registration may outlive its last
-    waiter (:meth:`Hub.wait_fd_gen`), else 0."""
-
-    __slots__ = ("mask", "waiters", "gen")
-
-    def __init__(self, mask, waiter, gen=0):
-        self.mask = mask
-        self.waiters = [waiter]
-        self.gen = gen
-
-
-class _Timer:
-    """A timer in the hub's heap.  Cancelling only marks it (a heap cannot delete from the
-    middle cheaply); the loop skips marked entries and compacts when they pile up."""
-
-    __slots__ = ("hub", "callback", "args")
-
-    def __init__(self, hub, callback, args):
-        self.hub = hub
-        self.callback = callback
-        self.args = args
-
-    @property
-    def pending(self):
-        return self.callback is not None
-
-    def cancel(self):
-        if self.callback is not None:
-            self.callback = self.args = None
-            self.hub._timer_cancelled()
+class LoopExit(Exception):
+    """Thrown into the main greenlet when it waits and the loop has nothing left that could
+    ever wake it: no callbacks, no timers, no fd waiters.  Without it the program would hang."""
 
 
 class _TimerEx(_Timer):
@@ -232,8 +138,11 @@ class _TimerEx(_Timer):
                 self.hub._unref_timer_cancelled()
 
 
-class Hub:
-    """The event loop of one OS thread.  Use :func:`get_hub`, do not instantiate directly."""
+class Hub(HubCore):
+    """The event loop of one OS thread.  Use :func:`get_hub`, do not instantiate directly.
+
+    The fd registry, the wait paths, the timer heaps and the loop itself are the compiled
+    :class:`greenhook._hubcore.HubCore`; this class adds what is not on the hot path."""
 
     #: Errors that are not printed when they end a greenlet.
     NOT_ERROR = (GreenletExit, SystemExit)
@@ -241,30 +150,7 @@ class Hub:
     SYSTEM_ERROR = (KeyboardInterrupt, SystemExit, SystemError)
 
     def __init__(self):
-        root = getcurrent()
-        while root.parent is not None:
-            root = root.parent
-        self.thread_ident = threading.get_ident()
-        # The loop's parent is the thread's main greenlet: LoopExit and system errors go there.
-        self.greenlet = greenlet(self._run_forever, parent=root)
-        self._epoll = select.epoll()
-        self._fds = {}              # fd -> _FdReg
-        # fd -> _FdReg still registered with epoll after its last waiter left (wait_fd_gen):
-        # the next wait on the same file reuses it; the loop removes whatever is still
-        # idle before it polls.
-        self._idle = {}
-        self._timers = []           # heap of (deadline, seq, _Timer)
-        self._ncancelled = 0        # cancelled _Timers still in the heap
-        self._unref_timers = []     # heap of (deadline, seq, _TimerEx) made with ref=False
-        self._nucancelled = 0       # cancelled ones still in that heap
-        self._seq = itertools.count()
-        self._ready = deque()       # (callback, args) to run on the next iteration
-        self._run_waiters = []      # _Waiters of greenlets blocked in run()
-        # Bumped on every registry change; tells a stale epoll registration from a race.
-        self._mods = 0
-        #: True from the moment the loop runs out of work (:meth:`run` returns, or
-        #: :class:`LoopExit` is raised) until something switches to the hub again.
-        self.exited = False
+        HubCore.__init__(self, self._run_forever)
 
     def __repr__(self):
         return "<%s at 0x%x fds=%d timers=%d unref_timers=%d callbacks=%d%s>" % (
@@ -278,284 +164,6 @@ class Hub:
         timers or fd waiters (unref'd timers do not count).  Safe to call from any thread as
         a racy snapshot."""
         return bool(self._ready) or bool(self._fds) or len(self._timers) > self._ncancelled
-
-    # -- the part the backends call: keep it lean --------------------------------------
-
-    def can_switch(self):
-        """False in the hub greenlet (the loop and its callbacks), which must never park."""
-        return getcurrent() is not self.greenlet
-
-    def wait_fd(self, fd, events, timeout=None):
-        """Park until ``fd`` may be ready for the poll ``events`` (True) or ``timeout``
-        seconds pass (False).  ``None`` waits forever; ``<= 0`` returns False at once.
-
-        An fd epoll refuses as always ready (regular file: EPERM) or invalid (EBADF, where
-        poll(2) would say POLLNVAL) returns True at once; a negative fd is ignored, as by
-        poll(2).  Wakes may be spurious: the caller re-checks.  ``inf`` waits forever; NaN or
-        a non-number raises :class:`InvalidArgument`."""
-        if timeout is not None:
-            timeout = _seconds(timeout, "timeout")
-            if timeout <= 0:
-                return False
-        glet = getcurrent()
-        if glet is self.greenlet:
-            raise _cannot_block()
-        if fd < 0:
-            # poll(2) ignores negative fds: this is a plain sleep.
-            return self._wait_nothing(glet, timeout)
-        w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
-        if not self._watch(fd, w):
-            return True
-        return self._park_on(fd, w, timeout)
-
-    def _park_on(self, fd, w, timeout):
-        """Switch to the loop with ``w`` watching ``fd`` (and a timer for ``timeout``)."""
-        timer = None
-        try:
-            if timeout is not None:
-                timer = self._add_timer(timeout, w.wake, False)
-            return self.greenlet.switch()
-        finally:
-            # Runs on wake and on a thrown kill/Timeout alike: nothing may outlive the wait.
-            w.glet = None
-            if timer is not None:
-                timer.cancel()
-            self._remove_waiter(fd, w)
-
-    def wait_fd_gen(self, fd, events, timeout, gen):
-        """:meth:`wait_fd` for the hooks, with the fd's generation in their per-fd table
-        (nonzero: they have just checked that the fd names the same open file as at the
-        previous wait with this ``gen``).  The epoll registration then outlives the wait until
-        the loop's next poll: a greenlet that waits on the same fd again before that (a
-        request/response loop) costs no epoll_ctl at all.  A registration left from another
-        generation, or with another mask, is re-armed with EPOLL_CTL_MOD (ENOENT: the kernel
-        dropped it with the old file, so it is added again)."""
-        if timeout is not None:
-            timeout = _seconds(timeout, "timeout")
-            if timeout <= 0:
-                return False
-        glet = getcurrent()
-        if glet is self.greenlet:
-            raise _cannot_block()
-        w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
-        reg = self._idle.pop(fd, None)
-        if reg is not None and fd not in self._fds:
-            if reg.gen != gen or reg.mask != w.events:
-                try:
-                    if not self._ctl(fd, w.events, False):
-                        return True
-                except (OSError, ValueError) as exc:
-                    raise BackendError("the built-in hub could not watch fd %d: %s"
-                                       % (fd, exc)) from exc
-                reg.mask = w.events
-            reg.waiters = [w]
-            self._fds[fd] = reg
-            self._mods += 1
-        elif not self._watch(fd, w):
-            return True
-        self._fds[fd].gen = gen
-        return self._park_on(fd, w, timeout)
-
-    def _reap_idle(self):
-        """Remove the registrations no wait came back for (before the loop polls)."""
-        idle = self._idle
-        ep = self._epoll
-        for fd in idle:
-            try:
-                ep.unregister(fd)
-            except (OSError, ValueError):
-                pass    # closed (the kernel dropped it) or the hub was destroyed
-        idle.clear()
-
-    def wait_fds(self, fds, timeout=None):
-        """Like :meth:`wait_fd` for a list of ``(fd, poll_events)``; True when any may be ready."""
-        if len(fds) == 1:
-            fd, events = fds[0]
-            return self.wait_fd(fd, events, timeout)
-        if timeout is not None:
-            timeout = _seconds(timeout, "timeout")
-            if timeout <= 0:
-                return False
-        glet = getcurrent()
-        if glet is self.greenlet:
-            raise _cannot_block()
-        # One registration per fd: a list may name the same fd twice (poll allows it).
-        masks = {}
-        for fd, events in fds:
-            if fd >= 0:
-                masks[fd] = masks.get(fd, 0) | events
-        if not masks:
-            return self._wait_nothing(glet, timeout)
-        added = []
-        timer = None
-        try:
-            for fd, events in masks.items():
-                w = _Waiter(glet, (events & _EPOLL_MASK) | _ALWAYS)
-                if not self._watch(fd, w):
-                    return True
-                added.append((fd, w))
-            if timeout is not None:
-                timer = self._add_timer(timeout, w.wake, False)
-            return self.greenlet.switch()
-        finally:
-            for fd, w in added:
-                w.glet = None
-            if timer is not None:
-                timer.cancel()
-            for fd, w in added:
-                self._remove_waiter(fd, w)
-
-    def sleep(self, seconds=0):
-        """Park for ``seconds``; ``0`` (or less) lets every other runnable greenlet run once
-        first; ``inf`` parks until killed.  NaN, None or a non-number raises
-        :class:`InvalidArgument` (gevent: TypeError for None)."""
-        seconds = _seconds(seconds, "sleep() seconds")
-        glet = getcurrent()
-        if glet is self.greenlet:
-            raise _cannot_block()
-        w = _Waiter(glet)
-        timer = None
-        if seconds <= 0:
-            self._ready.append((w.wake, (None,)))
-        else:
-            timer = self._add_timer(seconds, w.wake, None)
-        try:
-            self.greenlet.switch()
-        finally:
-            w.glet = None
-            if timer is not None:
-                timer.cancel()
-
-    def _wait_nothing(self, glet, timeout):
-        # A wait on no fd at all: sleep, or park with no way back but an exception
-        # (LoopExit if nothing else is alive).
-        w = _Waiter(glet)
-        self._park(w, timeout)
-        return False
-
-    def _park(self, w, timeout=None):
-        """Switch to the loop until ``w`` is woken or ``timeout`` passes; the caller has
-        already made ``w`` reachable by whoever should wake it, and checked ``timeout``
-        with :func:`_timeout`."""
-        if w.glet is self.greenlet:
-            raise _cannot_block()
-        timer = None
-        if timeout is not None:
-            timer = self._add_timer(max(timeout, 0), w.wake, False)
-        try:
-            return self.greenlet.switch()
-        finally:
-            w.glet = None
-            if timer is not None:
-                timer.cancel()
-
-    # -- fd registry ---------------------------------------------------------------------
-
-    def _ctl(self, fd, mask, add):
-        """EPOLL_CTL_ADD/MOD; False when the fd counts as always ready for poll(2):
-        EPERM (a regular file or directory) or EBADF (poll says POLLNVAL at once)."""
-        ep = self._epoll
-        try:
-            if add:
-                ep.register(fd, mask)
-            else:
-                ep.modify(fd, mask)
-        except OSError as ex:
-            if ex.errno in (errno.EPERM, errno.EBADF):
-                return False
-            if ex.errno == errno.EEXIST:
-                # A registration survived an earlier DEL that failed on a closed fd, and
-                # the number now names the same file again.
-                ep.modify(fd, mask)
-            elif ex.errno == errno.ENOENT:
-                # The fd was closed while we waited on it (the kernel dropped it) and the
-                # number reused: this is a new file.
-                return self._ctl(fd, mask, True)
-            else:
-                raise
-        return True
-
-    def _watch(self, fd, w):
-        """``_add_waiter``, with epoll's own failures (not the caller's fd being always ready)
-        raised as BackendError: the wait was never set up, nothing was thrown in."""
-        try:
-            return self._add_waiter(fd, w)
-        except (OSError, ValueError) as exc:
-            raise BackendError("the built-in hub could not watch fd %d: %s" % (fd, exc)) from exc
-
-    def _add_waiter(self, fd, w):
-        reg = self._fds.get(fd)
-        if reg is None:
-            # A registration kept idle (wait_fd_gen) is in the kernel still, unless its file
-            # was closed: MOD, which adds on ENOENT.
-            if not self._ctl(fd, w.events, self._idle.pop(fd, None) is None):
-                return False
-            self._fds[fd] = _FdReg(w.events, w)
-        else:
-            mask = reg.mask | w.events
-            if mask != reg.mask:
-                if not self._ctl(fd, mask, False):
-                    return False
-                reg.mask = mask
-            reg.waiters.append(w)
-        self._mods += 1
-        return True
-
-    def _remove_waiter(self, fd, w):
-        reg = self._fds.get(fd)
-        if reg is None:
-            return
-        waiters = reg.waiters
-        try:
-            waiters.remove(w)
-        except ValueError:
-            return
-        self._mods += 1
-        if not waiters:
-            del self._fds[fd]
-            if reg.gen:
-                # Kept until the loop's next poll (wait_fd_gen): a close and reuse of the number
-                # before the next wait shows as a new generation there.
-                self._idle[fd] = reg
-                return
-            # Never leave a registration behind: the caller may close the fd right after and
-            # the number come back as another file.
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass    # already closed (the kernel dropped it) or the hub was destroyed
-            return
-        # Narrow the mask too: a leftover POLLOUT on a writable socket would spin the loop.
-        mask = 0
-        for other in waiters:
-            mask |= other.events
-        if mask != reg.mask:
-            reg.mask = mask
-            try:
-                self._epoll.modify(fd, mask)
-            except (OSError, ValueError):
-                pass
-
-    def _rebuild_epoll(self):
-        """Start a fresh epoll set from the registry.
-
-        Needed after fork (the child shares the parent's epoll set) and when epoll reports an
-        fd we have no waiter for: a registration we can no longer DEL because its fd number
-        was closed while a dup kept the file open.  Waiters whose fd no longer registers are
-        woken (spuriously: they re-check)."""
-        old = self._epoll
-        self._idle.clear()
-        self._epoll = select.epoll()
-        try:
-            old.close()
-        except OSError:
-            pass
-        for fd, reg in list(self._fds.items()):
-            if not self._ctl(fd, reg.mask, True):
-                del self._fds[fd]
-                for w in reg.waiters:
-                    self._ready.append((w.wake, (True,)))
-        self._mods += 1
 
     # -- timers and callbacks --------------------------------------------------------------
 
@@ -589,32 +197,6 @@ class Hub:
         t._push()
         return t
 
-    def _add_timer(self, seconds, callback, *args):
-        # timer() for the waits in this module: a plain ref'd one-shot timer, without the
-        # cost of timer()'s keyword-only options on the hot path.  ``seconds`` has been
-        # through _seconds() (never NaN: it would break the heap's order).
-        t = _Timer(self, callback, args)
-        _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
-        return t
-
-    def _timer_cancelled(self):
-        self._count_cancelled(self._timers, "_ncancelled")
-
-    def _unref_timer_cancelled(self):
-        self._count_cancelled(self._unref_timers, "_nucancelled")
-
-    def _count_cancelled(self, heap, counter):
-        # Cancelled timers stay in their heap until popped; compact when they are the majority.
-        n = getattr(self, counter) + 1
-        if n > _COMPACT_MIN and n * 2 > len(heap):
-            _compact(heap)
-            n = 0
-        setattr(self, counter, n)
-
-    def run_callback(self, callback, *args):
-        """Call ``callback(*args)`` in the hub greenlet on the next loop iteration."""
-        self._ready.append((callback, args))
-
     # -- the loop --------------------------------------------------------------------------
 
     def _run_forever(self):
@@ -635,120 +217,6 @@ class Hub:
                 # ... otherwise the main greenlet is parked on something that will never come.
                 self.greenlet.parent.throw(
                     LoopExit("This operation would block forever", self))
-
-    def _loop(self):
-        """Iterate until nothing is left; returns then."""
-        ready = self._ready
-        timers = self._timers
-        unref = self._unref_timers
-        fds = self._fds
-        if unref:
-            # Unref'd timers that came due while the loop was stopped.
-            self._run_due(self._unref_timers, "_nucancelled")
-        while True:
-            # Only the callbacks queued before this iteration: the ones they queue wait for
-            # the next one, after a poll, so sleep(0) is fair and I/O is never starved.
-            for _ in range(len(ready)):
-                callback, args = ready.popleft()
-                try:
-                    callback(*args)
-                except GreenletExit:
-                    raise
-                except BaseException:
-                    self.handle_error(callback, *sys.exc_info())
-
-            if self._idle:
-                self._reap_idle()
-            if ready:
-                timeout = 0
-            else:
-                while timers and timers[0][2].callback is None:
-                    _heappop(timers)
-                    self._ncancelled -= 1
-                if timers:
-                    timeout = min(max(timers[0][0] - monotonic(), 0), _MAX_POLL)
-                elif fds:
-                    timeout = -1
-                else:
-                    return
-                # Unref'd timers shorten the poll but never keep the loop going.
-                if unref:
-                    timeout = self._unref_timeout(timeout)
-
-            # Python retries EINTR itself (PEP 475); a signal handler's exception propagates
-            # to _run_forever, which forwards KeyboardInterrupt to the main greenlet.
-            try:
-                events = self._epoll.poll(timeout)
-            except OSError:
-                # Our epoll fd was closed under us (a library closing "all" fds): start over
-                # once; a second failure is real and propagates.
-                self._rebuild_epoll()
-                events = self._epoll.poll(timeout)
-            if events:
-                self._dispatch(events)
-            if timers:
-                self._run_due(self._timers, "_ncancelled")
-            if unref:
-                self._run_due(self._unref_timers, "_nucancelled")
-
-    def _dispatch(self, events):
-        fds = self._fds
-        mods = self._mods
-        for fd, ev in events:
-            woke = False
-            reg = fds.get(fd)
-            if reg is not None:
-                # A copy: a woken greenlet runs right away and may come back to this fd.
-                for w in reg.waiters[:]:
-                    if ev & w.events:
-                        glet = w.glet
-                        if glet is not None:
-                            w.glet = None
-                            woke = True
-                            try:
-                                glet.switch(True)
-                            except GreenletExit:
-                                raise
-                            except BaseException:
-                                # Only a raw greenlet whose parent is the hub gets here.
-                                self.handle_error(glet, *sys.exc_info())
-            if not woke and self._mods == mods:
-                # Nobody wanted it and no registration changed since the poll, so this is
-                # no race: epoll holds a registration we cannot see or DEL any more.
-                self._rebuild_epoll()
-                return      # the rest of this batch came from the old set; poll again
-
-    def _run_due(self, heap, counter):
-        """Run the due timers of ``heap`` (ref'd or unref'd; ``counter`` names its count of
-        cancelled timers).  One "now" for the pass: timers added by the greenlets woken here
-        wait for the next pass, so a greenlet re-arming a short timer cannot starve the loop."""
-        now = monotonic()
-        while heap and heap[0][0] <= now:
-            t = _heappop(heap)[2]
-            callback = t.callback
-            if callback is None:
-                setattr(self, counter, getattr(self, counter) - 1)
-                continue
-            args = t.args
-            t.callback = t.args = None
-            try:
-                callback(*args)
-            except GreenletExit:
-                raise
-            except BaseException:
-                self.handle_error(t, *sys.exc_info())
-
-    def _unref_timeout(self, timeout):
-        """The poll timeout shortened to the nearest unref'd timer (``timeout`` -1: none)."""
-        unref = self._unref_timers
-        while unref and unref[0][2].callback is None:
-            _heappop(unref)
-            self._nucancelled -= 1
-        if unref:
-            due = min(max(unref[0][0] - monotonic(), 0), _MAX_POLL)
-            if timeout < 0 or due < timeout:
-                return due
-        return timeout
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -830,23 +298,6 @@ class Hub:
         self._epoll.close()
 
 
-_tls = threading.local()
-
-
-def get_hub():
-    """This thread's hub, made on first use."""
-    try:
-        return _tls.hub
-    except AttributeError:
-        hub = _tls.hub = Hub()
-        return hub
-
-
-def get_hub_if_exists():
-    """This thread's hub, or None; never makes one."""
-    return getattr(_tls, "hub", None)
-
-
 def _after_fork_in_child():
     # The child shares the parent's epoll set: registering or removing anything in it would
     # change what the parent sees.  Give the surviving thread's hub its own.
@@ -857,6 +308,9 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_hubcore._set_hub_class(Hub)
 
 
 # -- greenlets -------------------------------------------------------------------------------

@@ -28,12 +28,44 @@ cdef object _gen_waiter(object backend):
     return backend.wait_fd_gen if ok else None
 
 
+# The backend whose C face (includes/gh_backend.h) was looked up last, and that face (NULL:
+# it has none, or a subclass overrides in Python what the face stands in for).  Read and
+# written with the GIL held.
+cdef object _api_backend = None
+cdef object _api_capsule = None
+cdef const gh_backend_api_t *_api = NULL
+
+
+cdef const gh_backend_api_t *_c_api(object backend) except? NULL:
+    """The C face of ``backend``'s class, if the class that offers it (``c_api``) is also the
+    one that defines ``can_switch``, ``wait_fd`` and ``wait_fd_gen``."""
+    global _api_backend, _api_capsule, _api
+    cdef const gh_backend_api_t *api = NULL
+    if backend is _api_backend:
+        return _api
+    cls = type(backend)
+    cap = getattr(cls, "c_api", None)
+    if cap is not None and PyCapsule_IsValid(cap, GH_BACKEND_CAPSULE):
+        where = _defining(cls, "c_api")
+        if all(_defining(cls, name) in (None, where)
+               for name in ("can_switch", "wait_fd", "wait_fd_gen")):
+            api = <const gh_backend_api_t *>PyCapsule_GetPointer(cap, GH_BACKEND_CAPSULE)
+            if api.abi != GH_BACKEND_ABI:
+                api = NULL
+    _api_backend = backend
+    _api_capsule = cap
+    _api = api
+    return api
+
+
 cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
                         uint32_t gen) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
     cdef int i
     if st.pending and st._cancelled_here():
         return GH_CANCELLED  # unwinding after a cancellation: never park again
+    cdef const gh_backend_api_t *api = NULL
+    cdef double secs = -1.0
     backend = st.backend
     try:
         if backend is None:
@@ -43,20 +75,27 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
             if backend is None:
                 return GH_BLOCK
             st.backend = backend
-        if not backend.can_switch():
+        api = _c_api(backend)
+        if api != NULL:
+            if not api.can_switch(backend):
+                return GH_BLOCK
+        elif not backend.can_switch():
             return GH_BLOCK
     except BaseException as exc:
         _report(exc, "greenhook: choosing a hub for %s (the call blocks the thread instead)"
                 % SYMBOL_NAMES[sym])
         return GH_BLOCK
-    if deadline < 0:
-        timeout = None
-    else:
-        timeout = (deadline - gh_now_ns()) / 1e9
-        if timeout <= 0:
+    if deadline >= 0:
+        secs = (deadline - gh_now_ns()) / 1e9
+        if secs <= 0:
             return GH_TIMEDOUT
     t.counters[sym].waits += 1
     try:
+        if nfds == 1 and fds[0].fd >= 0 and api != NULL:
+            # The backend's C face: no Python call, no boxed arguments.
+            ok = api.wait_fd(backend, fds[0].fd, fds[0].events, secs, gen)
+            return GH_READY if ok else GH_TIMEDOUT
+        timeout = None if secs < 0 else secs
         if nfds == 0:
             backend.sleep(timeout)
             return GH_TIMEDOUT

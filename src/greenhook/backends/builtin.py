@@ -2,6 +2,7 @@
 
 from time import monotonic
 
+from greenhook import _hubcore
 from greenhook import hub as _hub
 
 from .base import Backend, Heartbeat, os_thread_ident
@@ -9,6 +10,10 @@ from .base import Backend, Heartbeat, os_thread_ident
 
 class BuiltinBackend(Backend):
     name = "builtin"
+
+    #: The C face the hooks call instead of ``can_switch``/``wait_fd``/``wait_fd_gen``
+    #: (``includes/gh_backend.h``): the same wait, without a Python call.
+    c_api = _hubcore.C_API
 
     def can_switch(self):
         hub = _hub.get_hub_if_exists()
