@@ -25,6 +25,9 @@ that :func:`get_hub` can make one.
 
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.dict cimport PyDict_GetItem
+from cpython.pystate cimport PyThreadState_GetDict
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, int64_t
 from libc.errno cimport errno, EINTR, EPERM, EBADF, EEXIST, ENOENT
 from libc.math cimport ceil
@@ -329,12 +332,14 @@ cdef class HubCore:
                         raise BackendError("the built-in hub could not watch fd %d: %s"
                                            % (fd, exc)) from exc
                     reg.mask = w.events
-                reg.waiters = [w]
+                reg.waiters.append(w)       # left empty by the last waiter
+                reg.gen = gen
                 self._fds[fd] = reg
                 self._mods += 1
-            elif not self._watch(fd, w):
-                return 1
-            (<FdReg>self._fds[fd]).gen = gen
+            else:
+                if not self._watch(fd, w):
+                    return 1
+                (<FdReg>self._fds[fd]).gen = gen
         return 1 if self._park_on(fd, w, timeout) else 0
 
     cdef object _park_on(self, int fd, Waiter w, double timeout):
@@ -508,9 +513,15 @@ cdef class HubCore:
         self._mods += 1
         return 1
 
+    cdef int _epfd_or_minus1(self):
+        try:
+            return self._epoll.fileno()
+        except ValueError:
+            return -1       # the hub was destroyed
+
     cdef void _remove_waiter(self, int fd, Waiter w):
         cdef FdReg reg = self._fds.get(fd)
-        cdef int mask
+        cdef int mask, epfd
         cdef Waiter other
         cdef epoll_event ev
         if reg is None:
@@ -521,10 +532,6 @@ cdef class HubCore:
         except ValueError:
             return
         self._mods += 1
-        try:
-            epfd = self._epoll.fileno()
-        except ValueError:
-            epfd = -1       # the hub was destroyed
         if not waiters:
             del self._fds[fd]
             if reg.gen:
@@ -532,6 +539,8 @@ cdef class HubCore:
                 # number before the next wait shows as a new generation there.
                 self._idle[fd] = reg
                 return
+        epfd = self._epfd_or_minus1()
+        if not waiters:
             # Never leave a registration behind: the caller may close the fd right after and
             # the number come back as another file.  Failing: already closed (the kernel
             # dropped it).
@@ -789,8 +798,18 @@ cdef class HubCore:
 
 # -- the thread's hub -----------------------------------------------------------------------
 
-_tls = threading.local()
+# The hub lives in the thread state's dict (PyThreadState_GetDict) under this key: one dict
+# lookup per wait, where a threading.local costs a module-state lookup and two.  Cleared with
+# the thread state when the thread ends, as a threading.local would be.
+cdef object _KEY = "greenhook.hub"
 cdef object _hub_class = None
+
+
+cdef inline dict _tdict():
+    cdef PyObject *d = PyThreadState_GetDict()
+    if d == NULL:
+        raise RuntimeError("greenhook: no Python thread state")
+    return <dict>d
 
 
 def _set_hub_class(cls):
@@ -801,35 +820,41 @@ def _set_hub_class(cls):
     _hub_class = cls
 
 
-def get_hub():
+cpdef object get_hub():
     """This thread's hub, made on first use."""
-    try:
-        return _tls.hub
-    except AttributeError:
-        hub = _tls.hub = _hub_class()
-        return hub
+    cdef dict d = _tdict()
+    cdef PyObject *hub = PyDict_GetItem(d, _KEY)
+    if hub != NULL:
+        return <object>hub
+    new = _hub_class()
+    d[_KEY] = new
+    return new
 
 
-def get_hub_if_exists():
+cpdef object get_hub_if_exists():
     """This thread's hub, or None; never makes one."""
-    return getattr(_tls, "hub", None)
+    cdef PyObject *hub = PyDict_GetItem(_tdict(), _KEY)
+    return None if hub == NULL else <object>hub
+
+
+def _forget_hub(hub):
+    """Forget ``hub`` as this thread's hub (``Hub.destroy``); the next get_hub makes one."""
+    cdef dict d = _tdict()
+    if PyDict_GetItem(d, _KEY) == <PyObject *>hub:
+        del d[_KEY]
 
 
 # -- the built-in backend's C face (includes/gh_backend.h) --------------------------------
 
 
 cdef int _api_can_switch(object backend) except -1:
-    hub = getattr(_tls, "hub", None)
-    return hub is not None and getcurrent() is not (<HubCore>hub).greenlet
+    cdef PyObject *hub = PyDict_GetItem(_tdict(), _KEY)
+    return hub != NULL and getcurrent() is not (<HubCore>hub).greenlet
 
 
 cdef int _api_wait_fd(object backend, int fd, int events, double timeout,
                       unsigned int gen) except -1:
-    cdef HubCore hub
-    try:
-        hub = _tls.hub
-    except AttributeError:
-        hub = get_hub()
+    cdef HubCore hub = get_hub()
     if timeout == 0:
         return 0
     return hub._wait_fd(fd, events, timeout, gen)

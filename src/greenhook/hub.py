@@ -76,7 +76,6 @@ __all__ = [
     "run",
 ]
 
-_tls = _hubcore._tls
 _heappush = heapq.heappush
 
 
@@ -283,8 +282,7 @@ class Hub(HubCore):
         """Kill the loop, close the epoll set and forget this hub; the next :func:`get_hub`
         in this thread makes a new one.  Greenlets still parked here never resume.  Call it
         from the thread's main greenlet."""
-        if getattr(_tls, "hub", None) is self:
-            del _tls.hub
+        _hubcore._forget_hub(self)
         glet = self.greenlet
         if glet and threading.get_ident() == self.thread_ident and getcurrent() is glet.parent:
             glet.throw(GreenletExit)
@@ -301,7 +299,7 @@ class Hub(HubCore):
 def _after_fork_in_child():
     # The child shares the parent's epoll set: registering or removing anything in it would
     # change what the parent sees.  Give the surviving thread's hub its own.
-    hub = getattr(_tls, "hub", None)
+    hub = get_hub_if_exists()
     if hub is not None:
         hub._rebuild_epoll()
 
