@@ -80,7 +80,8 @@ cdef double _MAX_POLL = 86400.0
 # Cancelled timers stay in the heap until popped; compact it once they are the majority.
 cdef Py_ssize_t _COMPACT_MIN = 256
 # Events taken per epoll_wait (what select.epoll.poll takes by default).
-DEF _MAXEVENTS = 1023
+cdef enum:
+    _MAXEVENTS = 1023
 
 cdef double _INF = float("inf")
 
