@@ -10,6 +10,7 @@ from greenhook_test_support import SCENARIO_DIR, run_checked
 
 SCRIPT = os.path.join(SCENARIO_DIR, "fdstate.py")
 GREEN_TICKS = 5
+POLLIN = 0x1
 
 
 def run(case, hub):
@@ -99,6 +100,21 @@ def test_changes_on_the_same_socket_behind_our_back_are_seen_by_the_next_wait(hu
     (res, err, _), elapsed, ticks = r["shorter_timeout"]
     assert (res, err) == (-1, errno.EAGAIN), r
     assert 0.18 <= elapsed <= 0.6 and ticks >= GREEN_TICKS, r
+
+
+def test_poll_on_one_socket_keeps_its_watcher_and_sees_the_reused_number(hub):
+    r = run("poll_reuse", hub)
+    for (res, err, revents), elapsed, ticks in r["prime"]:
+        assert (res, err, revents) == (1, 0, [POLLIN]), r
+        assert 0.03 <= elapsed <= 0.5 and ticks >= 2, r
+    assert r["hits"] >= 2, r        # the 2nd and 3rd poll waits reused the kept watcher
+    (res, err, revents), elapsed, ticks = r["alive"]
+    assert (res, err, revents) == (1, 0, [POLLIN]), r
+    assert 0.28 <= elapsed <= 0.3 * 2 + 0.2 and ticks >= GREEN_TICKS, r    # not the old file's
+    assert r["old"] == "old file", r
+    (res, err, revents), elapsed, ticks = r["released"]
+    assert (res, err, revents) == (1, 0, [POLLIN]), r
+    assert 0.18 <= elapsed <= 0.2 * 2 + 0.2 and ticks >= GREEN_TICKS, r
 
 
 def test_close_and_dup2_through_the_hooks(hub):

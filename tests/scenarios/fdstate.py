@@ -171,6 +171,36 @@ def case_unseen_changes(H, lib):
     report(**out)
 
 
+def case_poll_reuse(H, lib):
+    """poll() on one socket (libpq's and libmariadb's wait) keeps the backend's watcher as a
+    socket call's wait does: the number reused behind greenhook's back, first with the old file
+    alive and readable (a dup), then with it released, must wake for the new file only."""
+    a, b = unix_pair()
+    n = b.detach()
+    keep = os.dup(n)
+
+    def poll_once(peer, data, delay):
+        res = measured(H, lambda: c_poll(lib, [(n, POLLIN)], 2000),
+                       lambda: in_thread_after(delay, peer.send, data))
+        os.read(n, 64)      # drained behind greenhook's back too
+        return res
+
+    before = _hooks.fd_cache_stats()
+    out = {"prime": [poll_once(a, b"x", 0.05) for _ in range(3)]}
+    after = _hooks.fd_cache_stats()
+    out["hits"] = after["hits"] - before["hits"]
+    c, d = unix_pair()
+    behind_our_back(d, n)
+    in_thread_after(0.05, a.send, b"old file")     # readable old file: must not wake it
+    out["alive"] = poll_once(c, b"new", 0.3)
+    out["old"] = os.read(keep, 64)
+    os.close(keep)
+    e, f = unix_pair()
+    behind_our_back(f, n)                           # releases the file d had
+    out["released"] = poll_once(e, b"newer", 0.2)
+    report(**out)
+
+
 def case_closed_through_hooks(H, lib):
     """close/dup2 through the hooks: the number reused as a non-blocking socket."""
     close = hook("close", ctypes.c_int, ctypes.c_int)

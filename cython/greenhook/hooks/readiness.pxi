@@ -2,6 +2,15 @@
 
 # --- readiness waits --------------------------------------------------------------------------
 
+cdef inline uint32_t _one_socket_gen(pollfd *fds, int n) noexcept nogil:
+    """A wait on one fd (libpq's and libmariadb's poll) keeps the backend's watcher for it, as a
+    socket call's wait does, when the fd is a socket the per-fd table vouches for (one fstat:
+    its generation); 0 (a watcher of its own) for anything else."""
+    if n == 1 and fds[0].fd >= 0:
+        return gh_fd_identity(fds[0].fd)
+    return 0
+
+
 cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadline,
                const sigset_t *mask, bint is_ppoll) noexcept nogil:
     """Slow path of poll/ppoll after a zero-timeout probe found nothing ready."""
@@ -13,7 +22,7 @@ cdef int _poll(gh_thread_t *t, int sym, pollfd *fds, nfds_t nfds, int64_t deadli
         if spurious >= 3:
             rc = gh_wait(t, NULL, 0, _nap_until(deadline, spurious), sym)
         else:
-            rc = gh_wait(t, fds, <int>nfds, deadline, sym)
+            rc = gh_wait_gen(t, fds, <int>nfds, deadline, sym, _one_socket_gen(fds, <int>nfds))
         if rc == GH_BLOCK:
             _blocking(t, sym)
             if is_ppoll:
@@ -87,7 +96,7 @@ cdef int _select(gh_thread_t *t, int sym, int nfds, fd_set *rd, fd_set *wr, fd_s
         if spurious >= 3:
             rc = gh_wait(t, NULL, 0, _nap_until(deadline, spurious), sym)
         else:
-            rc = gh_wait(t, fds, n, deadline, sym)
+            rc = gh_wait_gen(t, fds, n, deadline, sym, _one_socket_gen(fds, n))
         if rc == GH_CANCELLED:
             t.counters[sym].cancelled += 1
             r = -2
