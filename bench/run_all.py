@@ -23,7 +23,7 @@ import watch_cost  # noqa: E402
 SCENARIOS = ("fastpath", "pingpong", "scaling", "drivers", "watch")
 MODULES = {"fastpath": fastpath, "pingpong": pingpong, "scaling": scaling, "drivers": drivers,
            "watch": watch_cost}
-RUNS = {"fastpath": 7, "pingpong": 9, "scaling": 7, "drivers": 7, "watch": 5}
+RUNS = {"fastpath": 7, "pingpong": 9, "scaling": 5, "drivers": 7, "watch": 5}
 QUICK_RUNS = 3
 
 
