@@ -543,7 +543,7 @@ def strace_child(p):
 def summarize(results, cfg):
     ns = (1, 10, 100) if cfg["quick"] else NS
     figs = {}
-    tcp = {k: 0 for k in TCP_COUNTERS}
+    tcp = {ph: {k: 0 for k in TCP_COUNTERS} for ph in ("connect", "per_request", "requests")}
     for mode in MODES:
         figs[mode] = {}
         for n in ns:
@@ -557,10 +557,11 @@ def summarize(results, cfg):
                 f[ph] = {k: C.stats([(r.get(ph) or {}).get(k) for r in ok]) for k in fields}
             figs[mode][str(n)] = f
             for r in ok:
-                for ph in PHASE_FIELDS:
+                for ph in ("connect", "per_request", "requests", "requests_gated"):
+                    acc = tcp["requests" if ph == "requests_gated" else ph]
                     for k, v in ((r.get(ph) or {}).get("tcp") or {}).items():
-                        if k in tcp:
-                            tcp[k] += v
+                        if k in acc:
+                            acc[k] += v
     top = str(max(ns))
     sysc = {}
     for m in STRACE_MODES:
@@ -694,14 +695,25 @@ def report(sec):
                      C.mmm(f["close"]["server_cpu_us_per_req"]),
                      C.mmm(f["per_request"]["server_cpu_us_per_req"])])
     tcp = sec.get("tcp_counters") or {}
+
+    def counts(ph):
+        c = tcp.get(ph)
+        if not isinstance(c, dict):
+            return "—"
+        return " / ".join(str(c.get(k, "—")) for k in TCP_COUNTERS)
+
     md += ["Connection setup and teardown at N=%s, measured apart: connecting N sockets at "
            "once (the C floor: one after the other, blocking), the client's CPU for it, and "
            "the server's CPU µs per connection for accept (connect phase), for its side of "
            "the close (EOF, close, FIN/ACK), and per request when every request brings its own "
            "connection (accept + request + close: what the server's figure was before "
-           "2026-12-01). Listen-queue overflows / drops and SYN retransmissions during all "
-           "runs of this scenario (machine-wide counters, `/proc/net/netstat`): %s." % (
-               top, ", ".join("%s %s" % (k, tcp.get(k, "—")) for k in TCP_COUNTERS)), "",
+           "2026-12-01). Listen-queue overflows / drops / SYN retransmissions, summed over "
+           "all runs and N (`/proc/net/netstat`; the counters are machine-wide, so the "
+           "requests phases, which open no connection, show what other processes on the "
+           "machine caused meanwhile): connect phases %s, one-connection-per-request phases "
+           "%s, requests phases %s. A SYN retransmission of this client would show as a "
+           "phase over 1 s." % (top, counts("connect"), counts("per_request"),
+                                counts("requests")), "",
            C.md_table(["how", "connect N, ms", "client CPU, ms", "server µs / accept",
                        "server µs / close", "server µs / request, one connection each"],
                       rows), ""]
