@@ -23,7 +23,7 @@ import watch_cost  # noqa: E402
 SCENARIOS = ("fastpath", "pingpong", "scaling", "drivers", "watch")
 MODULES = {"fastpath": fastpath, "pingpong": pingpong, "scaling": scaling, "drivers": drivers,
            "watch": watch_cost}
-RUNS = {"fastpath": 7, "pingpong": 9, "scaling": 7, "drivers": 7, "watch": 5}
+RUNS = {"fastpath": 7, "pingpong": 9, "scaling": 5, "drivers": 7, "watch": 5}
 QUICK_RUNS = 3
 
 
@@ -233,18 +233,49 @@ def headline_rows(sections):
     sc = sections.get("scaling")
     if sc:
         top = str(max(sc["ns"]))
-        g = sc["figures"]["greenhook-gevent"][top]
-        ce = sc["figures"]["ceiling"][top]
-        rows.append(("%s concurrent 50 ms requests (C delay server), wall s" % top, C.mmm(g["wall"]),
-                     "pure gevent-socket client " + C.mmm(ce["wall"]),
-                     "%s ideal; %s the gevent-socket client" % (C.fmt_ratio(g["x_ideal"]["median"]),
-                                               C.fmt_ratio(C.ratio(g["wall"]["median"],
-                                                                   ce["wall"]["median"]))),
-                     "≤ %.1fx ideal" % scaling.TARGET_X, C.verdict(sc["target"]["met"])))
-        spr = g.get("server_cpu_us_per_req")
-        if spr:
-            rows.append(("C delay server's own CPU per request at N=%s, µs" % top, "—",
-                         C.mmm(spr), "—", "(information)", "n/a"))
+        figs, t = sc["figures"], sc["target"]
+
+        def ph(mode, name):
+            f = figs.get(mode, {}).get(top, {})
+            return f.get(name) or {"wall": {}, "x_ideal": {}}
+
+        def x(f):
+            return C.fmt_ratio(f["x_ideal"].get("median"))
+
+        ce, fl = ph("ceiling", "requests"), ph("c-floor", "requests")
+        for mode, hub, key in (("greenhook-gevent", "gevent hub", "met"),
+                               ("greenhook-builtin", "builtin hub", "builtin_met")):
+            g = ph(mode, "requests")
+            rows.append(("%s x 50 ms requests on open connections, %s, wall s" % (top, hub),
+                         C.mmm(g["wall"]), "pure gevent-socket client " + C.mmm(ce["wall"]),
+                         "%s ideal; %s the gevent-socket client" % (
+                             x(g), C.fmt_ratio(C.ratio(g["wall"].get("median"),
+                                                       ce["wall"].get("median")))),
+                         "≤ %.1fx ideal" % scaling.TARGET_X, C.verdict(t.get(key))))
+        if fl["wall"].get("median") is not None:
+            rows.append(("%s x 50 ms requests on open connections, C floor (one thread, "
+                         "epoll), wall s" % top, "—", "C floor " + C.mmm(fl["wall"]),
+                         "%s ideal" % x(fl), "(information: what the machine allows)", "n/a"))
+        for mode, hub, key in (("greenhook-gevent", "gevent hub", "gated_met"),
+                               ("greenhook-builtin", "builtin hub", "gated_builtin_met")):
+            g, c = ph(mode, "requests_gated"), ph("ceiling", "requests_gated")
+            if g["wall"].get("median") is not None:
+                rows.append(("same, greenlets already running, %s, wall s" % hub,
+                             C.mmm(g["wall"]), "pure gevent-socket client " + C.mmm(c["wall"]),
+                             "%s ideal" % x(g), "(information) ≤ %.1fx ideal" % scaling.TARGET_X,
+                             C.verdict(t.get(key))))
+        g, c = ph("greenhook-gevent", "per_request"), ph("ceiling", "per_request")
+        if g["wall"].get("median") is not None:
+            rows.append(("%s x 50 ms requests, one connection each (connect + close timed), "
+                         "gevent hub, wall s" % top, C.mmm(g["wall"]),
+                         "pure gevent-socket client " + C.mmm(c["wall"]), "%s ideal" % x(g),
+                         "(information)", "n/a"))
+        spr = ph("greenhook-gevent", "requests").get("server_cpu_us_per_req")
+        spc = ph("greenhook-gevent", "per_request").get("server_cpu_us_per_req")
+        if spr and spr.get("median") is not None:
+            rows.append(("C delay server's own CPU per request at N=%s, µs: open connection "
+                         "/ one connection per request" % top, "—",
+                         "%s / %s" % (C.mmm(spr), C.mmm(spc)), "—", "(information)", "n/a"))
     dr = sections.get("drivers")
     if dr:
         m = dr["figures"]["mysql"]["select1"]
