@@ -9,7 +9,7 @@ green (a ticker keeps ticking) and return the peer's bytes.
 """
 import pytest
 
-from conftest import run_checked
+from greenhook_test_support import run_checked
 
 SCENARIO = r'''
 import sys

@@ -812,3 +812,72 @@ def test_fork_child_gets_its_own_epoll():
     b.send(b"x")
     parent_waiter.join(2)
     assert parent_waiter.value is True
+
+
+# -- registrations kept across waits (wait_fd_gen) ------------------------------------------
+
+
+@isolated
+def test_kept_registration_outlives_loop_turns_and_goes_when_it_fires_unwanted():
+    # The hooks' generation says "same file": the registration stays in the kernel between
+    # two waits even when the loop polls in between (a driver's next query re-arms nothing).
+    a, b = pair()
+    hub = H.get_hub()
+    fd = a.fileno()
+    for i in range(3):
+        H.spawn(lambda: (H.sleep(0.02), b.send(b"q")))
+        assert hub.wait_fd_gen(fd, POLLIN, 5, 7) is True
+        assert a.recv(8) == b"q"
+        H.sleep(0.03)                   # several loop turns with nobody waiting on fd
+        assert fd in hub._idle and registered(hub) == {}, i
+    with pytest.raises(FileExistsError):
+        hub._epoll.register(fd, select.EPOLLIN)     # the kernel still has it
+
+    # Unsolicited data with nobody waiting: one event, the registration removed, no spinning.
+    b.send(b"unsolicited")
+    c0 = time.process_time()
+    H.sleep(0.2)
+    assert time.process_time() - c0 < 0.1
+    assert fd not in hub._idle and registered(hub) == {}
+    with pytest.raises(FileNotFoundError):
+        hub._epoll.unregister(fd)
+    # The next wait adds it again (data is there: at once).
+    assert hub.wait_fd_gen(fd, POLLIN, 5, 7) is True
+    assert a.recv(64) == b"unsolicited"
+
+    # A peer that hangs up while nobody waits (EPOLLHUP is reported whatever the mask): the
+    # same, once.
+    H.sleep(0.03)
+    assert fd in hub._idle
+    b.close()
+    c0 = time.process_time()
+    H.sleep(0.2)
+    assert time.process_time() - c0 < 0.1
+    assert fd not in hub._idle
+
+
+@isolated
+def test_kept_registration_of_a_number_reused_behind_our_back():
+    # The number closed and reused while its registration is kept: a new generation re-arms
+    # it for the new file (MOD fails with ENOENT, ADD); the old file, kept alive by a dup and
+    # readable, never wakes the wait.
+    a, b = pair()
+    hub = H.get_hub()
+    fd = a.fileno()
+    H.spawn(lambda: (H.sleep(0.02), b.send(b"1")))
+    assert hub.wait_fd_gen(fd, POLLIN, 5, 1) is True
+    a.recv(8)
+    keep = os.dup(fd)
+    c, d = socket.socketpair()
+    os.dup2(d.fileno(), fd)             # fd now names d's file; a's file lives on in keep
+    d.close()
+    try:
+        b.send(b"old")                  # the old file is readable
+        H.spawn(lambda: (H.sleep(0.15), c.send(b"new")))
+        t0 = time.monotonic()
+        assert hub.wait_fd_gen(fd, POLLIN, 5, 2) is True
+        assert 0.14 <= time.monotonic() - t0 <= 1.0
+        assert os.read(fd, 8) == b"new"
+    finally:
+        os.close(keep)
+        c.close()

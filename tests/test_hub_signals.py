@@ -2,7 +2,7 @@
 runs while the loop sleeps (EINTR), and the wait goes on with the time that was left -- it
 neither returns early nor sleeps the whole timeout again.  Runs in a subprocess: handlers run
 in the main thread only."""
-from conftest import run_checked
+from greenhook_test_support import run_checked
 
 SCENARIO = r'''
 import signal, socket, threading, time
@@ -36,7 +36,7 @@ S.report(timed_out=timed_out, waited=waited, ticks_timeout=ticks_timeout, ready=
 
 def test_signal_handlers_run_during_the_hub_wait_and_the_wait_keeps_its_deadline():
     r = run_checked(SCENARIO, timeout=60)
-    assert r["timed_out"] is False and 0.3 <= r["waited"] <= 0.3 * 2 + 0.2, r
+    assert r["timed_out"] is False and 0.3 <= r["waited"] <= 0.3 * 2 + 0.5, r
     assert r["ticks_timeout"] >= 5, r      # the handler ran while the loop slept (~15 due)
-    assert r["ready"] is True and 0.15 <= r["woke"] <= 0.15 * 2 + 0.2, r
-    assert 0.2 <= r["slept"] <= 0.2 * 2 + 0.2, r
+    assert r["ready"] is True and 0.15 <= r["woke"] <= 0.15 * 2 + 0.5, r
+    assert 0.2 <= r["slept"] <= 0.2 * 2 + 0.5, r

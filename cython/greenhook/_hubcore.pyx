@@ -28,7 +28,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.dict cimport PyDict_GetItem
 from cpython.pystate cimport PyThreadState_GetDict
 from cpython.ref cimport PyObject
-from libc.stdint cimport uint32_t, int64_t
+from libc.stdint cimport uint32_t, int64_t, uint64_t
 from libc.errno cimport errno, EINTR, EPERM, EBADF, EEXIST, ENOENT
 from libc.math cimport ceil
 
@@ -192,11 +192,15 @@ cdef class FdReg:
     cdef public int mask
     cdef public list waiters
     cdef public unsigned int gen
+    # The id in the epoll data of this registration (with the fd): an event of a registration
+    # the kernel still holds for a file the number no longer names carries an older id.
+    cdef public uint32_t rid
 
     def __init__(self, int mask, waiter, unsigned int gen=0):
         self.mask = mask
         self.waiters = [waiter]
         self.gen = gen
+        self.rid = 0
 
 
 cdef class Timer:
@@ -233,8 +237,8 @@ cdef class HubCore:
     cdef public object _epoll           # a select.epoll: its fd is used directly
     cdef public dict _fds               # fd -> FdReg
     # fd -> FdReg still registered with epoll after its last waiter left (wait_fd_gen): the
-    # next wait on the same file reuses it; the loop removes whatever is still idle before
-    # it polls.
+    # next wait on the same file reuses it; one that fires with nobody waiting is removed
+    # then (unsolicited data, EOF, a writable socket).  At most one entry per fd number.
     cdef public dict _idle
     cdef public list _timers            # heap of (deadline, seq, Timer)
     cdef public Py_ssize_t _ncancelled  # cancelled Timers still in that heap
@@ -248,6 +252,7 @@ cdef class HubCore:
     #: True from the moment the loop runs out of work until something switches to it again.
     cdef public bint exited
     cdef object _switch                 # self.greenlet.switch
+    cdef uint32_t _rid                  # the last registration id given out
     cdef epoll_event _events[_MAXEVENTS]
 
     def __init__(self, run):
@@ -295,11 +300,12 @@ cdef class HubCore:
     def wait_fd_gen(self, int fd, int events, timeout, unsigned int gen):
         """:meth:`wait_fd` for the hooks, with the fd's generation in their per-fd table
         (nonzero: they have just checked that the fd names the same open file as at the
-        previous wait with this ``gen``).  The epoll registration then outlives the wait until
-        the loop's next poll: a greenlet that waits on the same fd again before that (a
-        request/response loop) costs no epoll_ctl at all.  A registration left from another
-        generation, or with another mask, is re-armed with EPOLL_CTL_MOD (ENOENT: the kernel
-        dropped it with the old file, so it is added again)."""
+        previous wait with this ``gen``).  The epoll registration then outlives the wait: the
+        next wait on the same file (a request/response loop, a driver's next query) costs no
+        epoll_ctl at all.  An idle registration that fires with nobody waiting is removed
+        then (EPOLL_CTL_DEL; the next wait adds it again), so it never spins the loop.  One
+        left from another generation, or with another mask, is re-armed with EPOLL_CTL_MOD
+        (ENOENT: the kernel dropped it with the old file, so it is added again)."""
         cdef double secs = -1.0
         if timeout is not None:
             secs = _seconds(timeout, "timeout")
@@ -326,8 +332,10 @@ cdef class HubCore:
             reg = self._idle.pop(fd, None)
             if reg is not None and fd not in self._fds:
                 if reg.gen != gen or reg.mask != w.events:
+                    if reg.gen != gen:
+                        reg.rid = self._new_rid()   # another file: its events are told apart
                     try:
-                        if not self._ctl(fd, w.events, False):
+                        if not self._ctl(fd, w.events, False, reg.rid):
                             return 1
                     except (OSError, ValueError) as exc:
                         raise BackendError("the built-in hub could not watch fd %d: %s"
@@ -356,19 +364,6 @@ cdef class HubCore:
             if timer is not None:
                 timer.cancel()
             self._remove_waiter(fd, w)
-
-    def _reap_idle(self):
-        """Remove the registrations no wait came back for (before the loop polls)."""
-        cdef int epfd
-        idle = self._idle
-        try:
-            epfd = self._epoll.fileno()
-        except ValueError:
-            idle.clear()        # the hub was destroyed
-            return
-        for fd in idle:
-            epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL)    # fails if closed: the kernel dropped it
-        idle.clear()
 
     def wait_fds(self, fds, timeout=None):
         """Like :meth:`wait_fd` for a list of ``(fd, poll_events)``; True when any may be ready."""
@@ -456,7 +451,13 @@ cdef class HubCore:
 
     # -- fd registry ---------------------------------------------------------------------
 
-    cdef int _ctl(self, int fd, int mask, bint add) except -1:
+    cdef inline uint32_t _new_rid(self):
+        self._rid += 1
+        if self._rid == 0:
+            self._rid = 1
+        return self._rid
+
+    cdef int _ctl(self, int fd, int mask, bint add, uint32_t rid) except -1:
         """EPOLL_CTL_ADD/MOD; 0 when the fd counts as always ready for poll(2): EPERM (a
         regular file or directory) or EBADF (poll says POLLNVAL at once).  Other failures
         raise OSError (ValueError: the hub's epoll set is closed)."""
@@ -464,8 +465,7 @@ cdef class HubCore:
         cdef int epfd = self._epoll.fileno()
         cdef int e
         ev.events = <uint32_t>mask
-        ev.data.u64 = 0
-        ev.data.fd = fd
+        ev.data.u64 = (<uint64_t>rid << 32) | <uint32_t>fd
         if epoll_ctl(epfd, EPOLL_CTL_ADD if add else EPOLL_CTL_MOD, fd, &ev) == 0:
             return 1
         e = errno
@@ -480,7 +480,7 @@ cdef class HubCore:
         elif e == ENOENT:
             # The fd was closed while we waited on it (the kernel dropped it) and the number
             # reused: this is a new file.
-            return self._ctl(fd, mask, True)
+            return self._ctl(fd, mask, True, rid)
         raise OSError(e, "epoll_ctl: " + __import__("os").strerror(e))
 
     cdef int _watch(self, int fd, Waiter w) except -1:
@@ -494,20 +494,24 @@ cdef class HubCore:
     cdef int _add_waiter(self, int fd, Waiter w) except -1:
         cdef FdReg reg = self._fds.get(fd)
         cdef int mask
+        cdef uint32_t rid
         if reg is None:
             # A registration kept idle (wait_fd_gen) is in the kernel still, unless its file
-            # was closed: MOD, which adds on ENOENT.
-            if not self._ctl(fd, w.events, self._idle.pop(fd, None) is None):
+            # was closed: MOD, which adds on ENOENT.  A new id either way: the number may
+            # name another file now.
+            rid = self._new_rid()
+            if not self._ctl(fd, w.events, self._idle.pop(fd, None) is None, rid):
                 return 0
             reg = FdReg.__new__(FdReg)
             reg.mask = w.events
             reg.waiters = [w]
             reg.gen = 0
+            reg.rid = rid
             self._fds[fd] = reg
         else:
             mask = reg.mask | w.events
             if mask != reg.mask:
-                if not self._ctl(fd, mask, False):
+                if not self._ctl(fd, mask, False, reg.rid):
                     return 0
                 reg.mask = mask
             reg.waiters.append(w)
@@ -556,8 +560,7 @@ cdef class HubCore:
             reg.mask = mask
             if epfd >= 0:
                 ev.events = <uint32_t>mask
-                ev.data.u64 = 0
-                ev.data.fd = fd
+                ev.data.u64 = (<uint64_t>reg.rid << 32) | <uint32_t>fd
                 epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
 
     def _rebuild_epoll(self):
@@ -577,7 +580,7 @@ cdef class HubCore:
         except OSError:
             pass
         for fd, reg in list(self._fds.items()):
-            if not self._ctl(fd, reg.mask, True):
+            if not self._ctl(fd, reg.mask, True, reg.rid):
                 del self._fds[fd]
                 for w in reg.waiters:
                     self._ready.append((w.wake, (True,)))
@@ -647,8 +650,6 @@ cdef class HubCore:
                 except BaseException as exc:
                     self.handle_error(callback, type(exc), exc, exc.__traceback__)
 
-            if self._idle:
-                self._reap_idle()
             if ready:
                 timeout = 0
             else:
@@ -725,14 +726,33 @@ cdef class HubCore:
         cdef FdReg reg
         cdef Waiter w
         cdef int i, fd
-        cdef uint32_t ev
+        cdef uint32_t ev, rid
+        cdef uint64_t data
         cdef bint woke
         cdef list waiters
         for i in range(nev):
-            fd = self._events[i].data.fd
+            data = self._events[i].data.u64
+            fd = <int><uint32_t>(data & 0xffffffffu)
+            rid = <uint32_t>(data >> 32)
             ev = self._events[i].events
             woke = False
             reg = fds.get(fd)
+            if reg is not None:
+                if reg.rid != rid:
+                    # Another registration of this number: one the kernel keeps for a file
+                    # the number no longer names (closed while a dup keeps it open), or an
+                    # event of this batch from before a re-registration.  Never a wake.
+                    reg = None
+            elif self._idle:
+                reg = self._idle.get(fd)
+                if reg is not None:
+                    if reg.rid == rid:
+                        # A kept registration fired with nobody waiting (unsolicited data,
+                        # EOF, a writable socket): remove it now; the next wait adds it again.
+                        del self._idle[fd]
+                        if epoll_ctl(self._epfd_or_minus1(), EPOLL_CTL_DEL, fd, NULL) == 0:
+                            continue
+                    reg = None
             if reg is not None:
                 waiters = reg.waiters
                 if len(waiters) == 1:
