@@ -120,6 +120,10 @@ def child(p):
         import greenhook
 
         greenhook.use("gevent")
+        if p.get("fair_yield") is not None:
+            # configure(fair_yield=N) for an A/B of the fairness policy (0: off)
+            greenhook.configure(fair_yield=int(p["fair_yield"]))
+            info["fair_yield"] = int(p["fair_yield"])
         reps = greenhook.patch_module(ext)
         info["patched"] = [os.path.basename(r.library) for r in reps if r.symbols]
         if p.get("watch") is not None:
@@ -250,6 +254,7 @@ def child(p):
     if mode == "greenhook":
         st = greenhook.stats()
         info["waits"] = sum(v["waits"] for v in st.values())
+        info["yields"] = sum(v.get("yields", 0) for v in st.values())
         info["blocked"] = sum(v["blocked"] for v in st.values())
     total = clients * queries
     if len(lats) != total:

@@ -9,7 +9,10 @@ Every hook has one shape:
 2. try the operation without blocking (``MSG_DONTWAIT``, a zero-timeout probe) — success returns
    at once, with no GIL, no Python and no extra syscall;
 3. on "would block", park the greenlet through ``gh_wait`` (the one function that takes the GIL
-   and talks to a backend), then retry with the remaining time.
+   and talks to a backend to wait), then retry with the remaining time.
+
+Before step 2, calls that may wait count towards fairness (``fair.pxi``): an increment and a
+compare; every N-th call, if the thread never parked meanwhile, yields to the hub once.
 
 This module knows libc semantics only: it asks the backend bound to the OS thread to wait and
 never names a hub.  Cancellation (a kill or timeout thrown into the parked greenlet) makes the
@@ -20,7 +23,11 @@ The code is split by concept into ``hooks/*.pxi`` (included here, so that everyt
 
 * ``real.pxi``       the real libc functions, from ``dlsym``;
 * ``cancel.pxi``     per-thread state, cancellation delivery, error reporting;
-* ``wait.pxi``       ``gh_wait`` (the only place that runs Python) and the park/retry helpers;
+* ``wait.pxi``       ``gh_wait`` (the one waiting function, which runs Python) and the park/retry
+                     helpers;
+* ``fair.pxi``       fairness: when a thread's hooked calls have not parked for N calls, the next
+                     one lets the hub run once first (``backend.sleep(0)``: the other place that
+                     runs Python);
 * ``sockets.pxi``    the receive and send families, connect, accept;
 * ``readiness.pxi``  poll, ppoll, select, pselect;
 * ``sleep.pxi``      sleep, usleep, nanosleep, clock_nanosleep;
@@ -58,12 +65,15 @@ cdef extern from "gh_thread.h" nogil:
         GH_SYM_DLOPEN, GH_SYM_DLMOPEN   # the loader hooks (hooks/loader.pxi)
     const char *const gh_sym_names[]
     ctypedef struct gh_counter_t:
-        uint64_t passthrough, fast, green, timeouts, cancelled, blocked, waits
+        uint64_t passthrough, fast, green, timeouts, cancelled, blocked, waits, yields
     ctypedef struct gh_thread_t:
         PyObject *state
         int in_flight
         int64_t since_ns
         gh_counter_t counters[GH_NSYM]
+        uint32_t fair_calls
+        uint32_t fair_limit
+        uint64_t fair_seen
     gh_thread_t *gh_self()
     void gh_set_self(gh_thread_t *t)
     void gh_count_unbound(int sym)
@@ -124,6 +134,7 @@ CANCEL_ERRNO = ETIMEDOUT
 include "hooks/real.pxi"
 include "hooks/cancel.pxi"
 include "hooks/wait.pxi"
+include "hooks/fair.pxi"
 include "hooks/sockets.pxi"
 include "hooks/readiness.pxi"
 include "hooks/sleep.pxi"
