@@ -62,6 +62,38 @@ def test_greedy_greenlet_lets_ticker_tick(hub, fair):
         assert r["ticks"] <= 2, "the ticker ran while the loop never yielded: %r" % r
 
 
+@pytest.mark.parametrize("fair", [None, 0], ids=["default", "off"])
+def test_nonblocking_calls_count_too(hub, fair):
+    """libmariadb reads and writes with MSG_DONTWAIT: when the answer is already there, a query
+    makes no call that could wait.  Such calls count too: a loop of them (here from Python
+    through ctypes, 0.3 s) lets the ticker tick, unless the policy is off."""
+    r = scenario(hub, f"""
+        if {fair!r} is not None:
+            greenhook.configure(fair_yield={fair!r})
+        a, b = unix_pair()
+        def loop():
+            n, end = 0, now() + 0.3
+            while now() < end:
+                assert c_send(lib, a.fileno(), b"q", flags=socket.MSG_DONTWAIT)[0] == 1
+                assert c_recv(lib, b.fileno(), 8, flags=socket.MSG_DONTWAIT)[2] == b"q"
+                n += 1
+            return n
+        ticker = Ticker(H)
+        H.sleep(0.03)
+        greenhook.reset_stats()
+        ticks0 = ticker.count
+        n = H.call(loop)
+        report(n=n, ticks=ticker.count - ticks0, send=stat("send"), recv=stat("recv"))
+    """)
+    yields = r["send"]["yields"] + r["recv"]["yields"]
+    assert r["send"]["passthrough"] == r["recv"]["passthrough"] == r["n"] > 0, r
+    assert r["send"]["waits"] == r["recv"]["waits"] == 0, r
+    if fair is None:
+        assert yields >= 1 and r["ticks"] >= 5, r
+    else:
+        assert yields == 0 and r["ticks"] <= 2, r
+
+
 @pytest.mark.parametrize("fair", [4, 0], ids=["on", "off"])
 def test_two_greedy_greenlets_take_turns(hub, fair):
     """Two greedy loops: with the policy the second starts before the first ends, and each

@@ -56,12 +56,13 @@ def configure(shutdown_cancelled_sockets: Optional[bool] = None,
     greened name lookups (``getaddrinfo`` & co.) at once; more lookups queue.  Workers start
     on demand and exit after 10 s idle; lowering the bound retires surplus idle workers.
 
-    ``fair_yield`` (default 4; 0 turns it off): fairness between the greenlets of a thread.
-    Hooked calls return at once when their fd is ready, so a greenlet whose fd is always ready
-    could run call after call while the others starve.  Every ``fair_yield``-th hooked call
-    that may wait checks whether the thread parked since the previous check; if not, that
-    call first lets the hub run once (like ``sleep(0)``), then goes on.  A kill or timeout
-    thrown in during that yield ends the call as one thrown into a wait does.
+    ``fair_yield`` (default 4; 0 turns it off): fairness between the greenlets of a thread
+    (README, Semantics 11).  Hooked calls return at once when their fd is ready, so a greenlet
+    whose fd is always ready could run call after call while the others starve.  Every
+    ``fair_yield``-th hooked call of a thread checks whether one parked or yielded since the
+    previous check; if not, that call first lets the hub run once (like ``sleep(0)``), then
+    goes on.  Yields that find nobody else waiting space out (up to every 4096 calls).  A kill
+    or timeout thrown in during a yield ends the call as one thrown into a wait does.
     """
     hooks = _core.hooks()
     previous: Dict[str, Any] = {}

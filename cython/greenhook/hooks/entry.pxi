@@ -121,13 +121,14 @@ cdef ssize_t gh_recv(int fd, void *buf, size_t n, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_RECV)
         return real_recv(fd, buf, n, flags)
+    # Counted even when non-blocking: libmariadb reads and writes with MSG_DONTWAIT.
+    if _fair_cancelled(t, GH_SYM_RECV, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB):
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL come back as they are).
         t.counters[GH_SYM_RECV].passthrough += 1
         return real_recv(fd, buf, n, flags)
-    if _fair_cancelled(t, GH_SYM_RECV, fd):
-        return -1
     return _recv(t, GH_SYM_RECV, fd, <char *>buf, n, flags, NULL, NULL, False)
 
 
@@ -136,11 +137,11 @@ cdef ssize_t gh_send(int fd, const void *buf, size_t n, int flags) noexcept nogi
     if t == NULL:
         gh_count_unbound(GH_SYM_SEND)
         return real_send(fd, buf, n, flags)
+    if _fair_cancelled(t, GH_SYM_SEND, fd):
+        return -1
     if flags & MSG_DONTWAIT:
         t.counters[GH_SYM_SEND].passthrough += 1
         return real_send(fd, buf, n, flags)
-    if _fair_cancelled(t, GH_SYM_SEND, fd):
-        return -1
     return _send(t, GH_SYM_SEND, fd, <const char *>buf, n, flags, NULL, 0, False)
 
 
@@ -149,13 +150,13 @@ cdef ssize_t gh_recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr,
     if t == NULL:
         gh_count_unbound(GH_SYM_RECVFROM)
         return real_recvfrom(fd, buf, n, flags, addr, alen)
+    if _fair_cancelled(t, GH_SYM_RECVFROM, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB):
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL come back as they are).
         t.counters[GH_SYM_RECVFROM].passthrough += 1
         return real_recvfrom(fd, buf, n, flags, addr, alen)
-    if _fair_cancelled(t, GH_SYM_RECVFROM, fd):
-        return -1
     return _recv(t, GH_SYM_RECVFROM, fd, <char *>buf, n, flags, addr, alen, False)
 
 
@@ -164,11 +165,11 @@ cdef ssize_t gh_sendto(int fd, const void *buf, size_t n, int flags, const socka
     if t == NULL:
         gh_count_unbound(GH_SYM_SENDTO)
         return real_sendto(fd, buf, n, flags, addr, alen)
+    if _fair_cancelled(t, GH_SYM_SENDTO, fd):
+        return -1
     if flags & MSG_DONTWAIT:
         t.counters[GH_SYM_SENDTO].passthrough += 1
         return real_sendto(fd, buf, n, flags, addr, alen)
-    if _fair_cancelled(t, GH_SYM_SENDTO, fd):
-        return -1
     return _send(t, GH_SYM_SENDTO, fd, <const char *>buf, n, flags, addr, alen, False)
 
 
@@ -177,13 +178,13 @@ cdef ssize_t gh_recvmsg(int fd, msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_RECVMSG)
         return real_recvmsg(fd, msg, flags)
+    if _fair_cancelled(t, GH_SYM_RECVMSG, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB) or msg == NULL:
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL/EFAULT come back as they are).
         t.counters[GH_SYM_RECVMSG].passthrough += 1
         return real_recvmsg(fd, msg, flags)
-    if _fair_cancelled(t, GH_SYM_RECVMSG, fd):
-        return -1
     return _recvmsg(t, GH_SYM_RECVMSG, fd, msg, flags, False)
 
 
@@ -192,11 +193,11 @@ cdef ssize_t gh_sendmsg(int fd, const msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_SENDMSG)
         return real_sendmsg(fd, msg, flags)
+    if _fair_cancelled(t, GH_SYM_SENDMSG, fd):
+        return -1
     if flags & MSG_DONTWAIT or msg == NULL:
         t.counters[GH_SYM_SENDMSG].passthrough += 1
         return real_sendmsg(fd, msg, flags)
-    if _fair_cancelled(t, GH_SYM_SENDMSG, fd):
-        return -1
     return _sendmsg(t, GH_SYM_SENDMSG, fd, msg, flags, False)
 
 
@@ -206,11 +207,11 @@ cdef int gh_poll(pollfd *fds, nfds_t nfds, int timeout) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_POLL)
         return real_poll(fds, nfds, timeout)
+    if _fair_cancelled_poll(t, GH_SYM_POLL, fds, nfds):
+        return -1
     if timeout == 0:
         t.counters[GH_SYM_POLL].passthrough += 1
         return real_poll(fds, nfds, 0)
-    if _fair_cancelled_poll(t, GH_SYM_POLL, fds, nfds):
-        return -1
     r = real_poll(fds, nfds, 0)
     if r != 0:
         t.counters[GH_SYM_POLL].fast += 1
@@ -225,12 +226,12 @@ cdef int gh_ppoll(pollfd *fds, nfds_t nfds, const timespec *tmo, const sigset_t 
     if t == NULL:
         gh_count_unbound(GH_SYM_PPOLL)
         return real_ppoll(fds, nfds, tmo, mask)
+    if _fair_cancelled_poll(t, GH_SYM_PPOLL, fds, nfds):
+        return -1
     if tmo != NULL and (tmo.tv_sec < 0 or tmo.tv_nsec < 0 or tmo.tv_nsec >= 1000000000 or
                         (tmo.tv_sec == 0 and tmo.tv_nsec == 0)):
         t.counters[GH_SYM_PPOLL].passthrough += 1
         return real_ppoll(fds, nfds, tmo, mask)  # a probe, or EINVAL from the kernel
-    if _fair_cancelled_poll(t, GH_SYM_PPOLL, fds, nfds):
-        return -1
     zero.tv_sec = 0
     zero.tv_nsec = 0
     r = real_ppoll(fds, nfds, &zero, mask)

@@ -6,24 +6,28 @@
 # with 50 clients saw one connection run 200 queries in a row while the others' answers sat
 # unread (p99 3x psycogreen's, which parks on every poll).
 #
-# Policy (README, Semantics 13): every hooked call that may wait (the entry points, after the
-# pass-through filters for calls the kernel answers at once) increments a per-OS-thread count:
-# an increment and a compare, no GIL.  When it reaches the thread's interval (N =
-# ``configure(fair_yield=N)`` to start with), the call checks whether any hooked call of the
-# thread parked or yielded since the previous check; if none did, it lets the hub run once
-# (``backend.sleep(0)``: ready greenlets and due timers run) and then does its work.  A yield
-# during which no other hooked call of the thread parked or yielded found nobody to let run:
-# the interval doubles (up to 4096 calls, or N if larger), so a greenlet alone in its thread
-# pays one yield per 4096 calls; any sign of others (a park or a yield) brings it back to N.
-# Where no yield is possible (no hub yet, the hub greenlet) the interval grows the same way.
-# Greenlets that never make hooked calls (pure Python) are not seen: they get the hub at
-# least every 4096 fast calls of the greedy one (a few ms).  Never where the greenlet
-# cannot switch (no hub, the hub greenlet itself), nor in unbound threads.  A kill or timeout
-# thrown in during the yield ends the call as one thrown into a wait does: -1/ETIMEDOUT,
-# ``cancelled`` counted, the call's one socket killed (``configure(shutdown_cancelled_sockets)``),
-# nothing read or written.
+# Policy (README, Semantics 11).  Every hooked socket call, accept and poll/ppoll of a bound
+# thread (non-blocking ones too: libmariadb reads and writes with MSG_DONTWAIT, so its fast
+# queries make no other call), and every select/pselect that may wait, increments a
+# per-OS-thread count in its entry point (entry.pxi): an increment and a compare, no GIL.
+# When the count reaches the thread's interval (N = ``configure(fair_yield=N)`` to start
+# with), the call checks whether any hooked call of the thread parked or yielded since the
+# previous check; if none did, it lets the hub run once (``backend.sleep(0)``: ready
+# greenlets and due timers run) and then does its work.
+#
+# Interval: a yield during which no other hooked call of the thread parked or yielded found
+# nobody to let run, so the interval doubles, up to 4096 calls (or N if larger): a greenlet
+# alone in its thread pays one yield per 4096 calls.  Any sign of others (a park or a yield)
+# brings it back to N.  Greenlets that never make hooked calls (pure Python) are not seen:
+# they get the hub at least every 4096 fast calls of the greedy one (a few ms).
+#
+# Never where the greenlet cannot switch (no hub, the hub greenlet itself: the interval grows
+# as above), nor in unbound threads (no count at all).  A kill or timeout thrown in during the
+# yield ends the call as one thrown into a wait does: -1/ETIMEDOUT, ``cancelled`` counted, the
+# call's one socket killed (``configure(shutdown_cancelled_sockets=...)``), nothing read or
+# written.
 
-#: the default N: measured with bench/drivers.py (README, "Fairness")
+#: the default N: measured with bench/drivers.py (bench/README.md, "Fairness")
 FAIR_YIELD_DEFAULT = 4
 
 #: the longest interval, in calls: how far it grows when yields find nobody else to run
@@ -36,9 +40,10 @@ cdef uint32_t _fair_every = FAIR_YIELD_DEFAULT   # N; 0 = off
 
 
 cdef inline bint _fair_cancelled(gh_thread_t *t, int sym, int fd) noexcept nogil:
-    """Count one call that may wait; every N-th, maybe yield (``_fair_check``).  True: an
-    exception was thrown in during the yield -- ``fd`` (the call's socket, or -1) was killed
-    as a cancelled wait's is, errno is ETIMEDOUT: the call returns -1 without doing anything."""
+    """Count one call; at the end of the thread's interval, maybe yield (``_fair_check``).
+    True: an exception was thrown in during the yield -- ``fd`` (the call's socket, or -1) was
+    killed as a cancelled wait's is, errno is ETIMEDOUT: the call returns -1, having done
+    nothing."""
     t.fair_calls += 1
     if t.fair_calls < t.fair_limit:
         return False
