@@ -136,6 +136,7 @@ cdef bint _fair_check(gh_thread_t *t, int sym) noexcept nogil:
         doubled = <uint64_t>t.fair_limit * 2
         t.fair_limit = <uint32_t>(doubled if doubled < cap else cap)
     t.fair_seen = after
+    t.fair_calls = 0            # the others' calls meanwhile were theirs
     if rc != GH_CANCELLED_NOW:
         return False
     t.counters[sym].cancelled += 1
@@ -164,6 +165,9 @@ cdef int _fair_yield_with_gil(gh_thread_t *t, int sym) noexcept:
                 % SYMBOL_NAMES[sym])
         return GH_BLOCK
     t.counters[sym].yields += 1
+    # The greenlets that run meanwhile count from here: this yield is not "the hub ran" for
+    # them (or each would make 2N calls per turn).
+    t.fair_seen += 1
     try:
         backend.sleep(0)
     except BackendError as exc:
