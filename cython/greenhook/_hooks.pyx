@@ -11,8 +11,9 @@ Every hook has one shape:
 3. on "would block", park the greenlet through ``gh_wait`` (the one function that takes the GIL
    and talks to a backend to wait), then retry with the remaining time.
 
-Before step 2, calls that may wait count towards fairness (``fair.pxi``): an increment and a
-compare; every N-th call, if the thread never parked meanwhile, yields to the hub once.
+In a bound thread, socket calls and poll/ppoll (non-blocking ones too) and select/pselect that
+may wait first count towards fairness (``fair.pxi``): an increment and a compare; when N went by
+without the hub running, the call yields to the hub once before its work.
 
 This module knows libc semantics only: it asks the backend bound to the OS thread to wait and
 never names a hub.  Cancellation (a kill or timeout thrown into the parked greenlet) makes the
