@@ -158,6 +158,41 @@ def test_cancelled_during_the_yield(hub):
     assert r["peer"] == "", "the cancelled call's socket was not killed: %r" % r
 
 
+def test_select_cancelled_during_the_yield_reports_time_not_slept(hub):
+    """select on one always-ready fd, from a Python loop: cancelled in a yield, it returns
+    -1/ETIMEDOUT, its timeout holds the time not slept (a hair under the 5 s asked, as after a
+    cancelled wait), the fd is killed, nothing parked."""
+    r = scenario(hub, """
+        greenhook.configure(fair_yield=4)
+        a, b = unix_pair()
+        rec = {}
+        fn = recording(lib, "ghs_select", rec)
+        tv = samples.timeval.from_seconds(5.0)
+        def run():
+            n = 0
+            try:
+                with H.Timeout(0.1):
+                    while True:
+                        tv.tv_sec, tv.tv_usec = 5, 0
+                        wr = samples.fd_set.of(a.fileno())
+                        fn(a.fileno() + 1, None, ctypes.byref(wr), None, ctypes.byref(tv))
+                        n += 1
+            except H.Timeout:
+                return n
+        greenhook.reset_stats()
+        n = H.call(run, timeout=30)
+        b.settimeout(5)
+        report(n=n, rec=rec, left=tv.tv_sec + tv.tv_usec / 1e6, select=stat("select"),
+               peer=b.recv(16))
+    """)
+    st = r["select"]
+    assert r["n"] > 0 and r["rec"]["result"] == -1 and r["rec"]["errno"] == errno.ETIMEDOUT, r
+    assert 4.9 < r["left"] < 5.0, r
+    assert st["cancelled"] == 1 and st["waits"] == 0 and st["yields"] >= 1, st
+    assert st["fast"] == r["n"], st
+    assert r["peer"] == "", r
+
+
 def test_cancelled_during_the_yield_keeps_socket_when_configured(hub):
     """With ``shutdown_cancelled_sockets=False`` the cancelled yield leaves the socket alone,
     as a cancelled wait does."""

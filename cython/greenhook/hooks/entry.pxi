@@ -254,7 +254,7 @@ cdef int gh_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, timeval *tv) no
             or nfds < 0 or nfds > FD_SETSIZE:
         t.counters[GH_SYM_SELECT].passthrough += 1
         return real_select(nfds, rd, wr, ex, tv)
-    if _fair_cancelled_select(t, GH_SYM_SELECT, nfds, rd, wr, ex):
+    if _fair_cancelled_select(t, GH_SYM_SELECT, nfds, rd, wr, ex, tv):
         return -1
     start = gh_now_ns()
     deadline = -1 if tv == NULL else _deadline_after(tv.tv_sec, <int64_t>tv.tv_usec * 1000)
@@ -309,7 +309,7 @@ cdef int gh_pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const timespec
                         or ts.tv_nsec >= 1000000000)) or nfds < 0 or nfds > FD_SETSIZE:
         t.counters[GH_SYM_PSELECT].passthrough += 1
         return real_pselect(nfds, rd, wr, ex, ts, mask)
-    if _fair_cancelled_select(t, GH_SYM_PSELECT, nfds, rd, wr, ex):
+    if _fair_cancelled_select(t, GH_SYM_PSELECT, nfds, rd, wr, ex, NULL):
         return -1
     if rd != NULL:
         memcpy(&srd, rd, sizeof(fd_set))

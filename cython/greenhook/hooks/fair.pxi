@@ -66,14 +66,27 @@ cdef inline bint _fair_cancelled_poll(gh_thread_t *t, int sym, pollfd *fds, nfds
 
 
 cdef inline bint _fair_cancelled_select(gh_thread_t *t, int sym, int nfds, fd_set *rd,
-                                        fd_set *wr, fd_set *ex) noexcept nogil:
-    """``_fair_cancelled`` for select/pselect: a cancelled wait on one fd kills it."""
+                                        fd_set *wr, fd_set *ex, timeval *tv) noexcept nogil:
+    """``_fair_cancelled`` for select/pselect: a cancelled wait on one fd kills it, and
+    select's ``tv`` (NULL for pselect) gets the time not slept, as after a cancelled wait."""
+    cdef int64_t start, slept
     t.fair_calls += 1
     if t.fair_calls < t.fair_limit:
         return False
+    start = gh_now_ns()
     if not _fair_check(t, sym):
         return False
     _fair_kill(_single_fd(nfds, rd, wr, ex))
+    if tv != NULL:
+        slept = gh_now_ns() - start
+        tv.tv_sec -= slept // 1000000000
+        tv.tv_usec -= (slept % 1000000000) // 1000
+        if tv.tv_usec < 0:
+            tv.tv_usec += 1000000
+            tv.tv_sec -= 1
+        if tv.tv_sec < 0:
+            tv.tv_sec = 0
+            tv.tv_usec = 0
     return True
 
 
