@@ -252,7 +252,7 @@ def test_no_yield_where_the_greenlet_cannot_switch(hub, where):
 
 def test_configure_fair_yield():
     """configure(fair_yield=N) returns the previous value (default 4); other values are
-    refused with InvalidArgument, changing nothing."""
+    refused with InvalidArgument, changing nothing (not even the other options given)."""
     code = """if True:
         import greenhook, ghscen
         old = greenhook.configure(fair_yield=16)
@@ -262,10 +262,18 @@ def test_configure_fair_yield():
                 greenhook.configure(fair_yield=bad)
             except greenhook.InvalidArgument as exc:
                 errors.append(type(exc).__name__)
-        ghscen.report(old=old, errors=errors, off=greenhook.configure(fair_yield=0),
+        try:
+            greenhook.configure(shutdown_cancelled_sockets=False, fair_yield=-1)
+        except greenhook.InvalidArgument:
+            errors.append("together")
+        shutdown = greenhook.configure(shutdown_cancelled_sockets=True)
+        ghscen.report(old=old, errors=errors, shutdown=shutdown,
+                      off=greenhook.configure(fair_yield=0),
                       back=greenhook.configure(fair_yield=4))
     """
     r = run_checked(code)
     assert r["old"] == {"fair_yield": 4}, r
-    assert r["errors"] == ["InvalidArgument"] * 6, r
+    assert r["errors"] == ["InvalidArgument"] * 6 + ["together"], r
+    # A refused fair_yield refuses the whole call: the other option given was not set.
+    assert r["shutdown"] == {"shutdown_cancelled_sockets": True}, r
     assert r["off"] == {"fair_yield": 16} and r["back"] == {"fair_yield": 0}, r

@@ -64,6 +64,12 @@ def configure(shutdown_cancelled_sockets: Optional[bool] = None,
     goes on.  Yields that find nobody else waiting space out (up to every 4096 calls).  A kill
     or timeout thrown in during a yield ends the call as one thrown into a wait does.
     """
+    if fair_yield is not None and (isinstance(fair_yield, bool) or not isinstance(fair_yield, int)
+                                   or not 0 <= fair_yield <= 1 << 30):
+        # Checked before anything is set: a refused call changes nothing.
+        raise InvalidArgument(
+            "configure(fair_yield=...) takes an int from 0 (off) to 2**30, got %r"
+            % (fair_yield,))
     hooks = _core.hooks()
     previous: Dict[str, Any] = {}
     if shutdown_cancelled_sockets is not None:
@@ -81,11 +87,6 @@ def configure(shutdown_cancelled_sockets: Optional[bool] = None,
                 % (resolver_threads,))
         previous["resolver_threads"] = hooks.set_resolver_threads(resolver_threads)
     if fair_yield is not None:
-        if isinstance(fair_yield, bool) or not isinstance(fair_yield, int) \
-                or not 0 <= fair_yield <= 1 << 30:
-            raise InvalidArgument(
-                "configure(fair_yield=...) takes an int from 0 (off) to 2**30, got %r"
-                % (fair_yield,))
         previous["fair_yield"] = hooks.set_fair_yield(fair_yield)
     return previous
 
