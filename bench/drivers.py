@@ -120,6 +120,10 @@ def child(p):
         import greenhook
 
         greenhook.use("gevent")
+        if p.get("fair_yield") is not None:
+            # configure(fair_yield=N) for an A/B of the fairness policy (0: off)
+            greenhook.configure(fair_yield=int(p["fair_yield"]))
+            info["fair_yield"] = int(p["fair_yield"])
         reps = greenhook.patch_module(ext)
         info["patched"] = [os.path.basename(r.library) for r in reps if r.symbols]
         if p.get("watch") is not None:
@@ -250,6 +254,7 @@ def child(p):
     if mode == "greenhook":
         st = greenhook.stats()
         info["waits"] = sum(v["waits"] for v in st.values())
+        info["yields"] = sum(v.get("yields", 0) for v in st.values())
         info["blocked"] = sum(v["blocked"] for v in st.values())
     total = clients * queries
     if len(lats) != total:
@@ -344,6 +349,14 @@ def summarize(results, cfg):
         "mysqlclient+greenhook not slower than the threadpool (SELECT 1 q/s)":
             C.not_slower(figs["mysql"]["select1"]["greenhook"]["qps"],
                          figs["mysql"]["select1"]["threadpool"]["qps"]),
+        # Issue 13 (fairness, README Semantics 11): as fast as psycogreen, with a tail close
+        # to psycogreen's, which parks on every query.
+        "psycopg2+greenhook >= 1.00x psycogreen (SELECT 1 q/s)":
+            _at_least(med("postgres", "select1", "greenhook"),
+                      med("postgres", "select1", "psycogreen"), 1.0),
+        "psycopg2+greenhook p99 <= 1.2x psycogreen's (SELECT 1)":
+            _at_least(1.2 * (med("postgres", "select1", "psycogreen", "p99_ms") or 0) or None,
+                      med("postgres", "select1", "greenhook", "p99_ms"), 1.0),
     }
     return {
         "title": "Real drivers, %d concurrent clients, one connection each" % CLIENTS,
@@ -352,6 +365,13 @@ def summarize(results, cfg):
         "figures": figs,
         "targets": checks,
     }
+
+
+def _at_least(a, b, factor):
+    """a >= factor * b, or None when either is missing."""
+    if a is None or b is None:
+        return None
+    return a >= factor * b
 
 
 def report(sec):

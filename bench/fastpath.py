@@ -65,6 +65,10 @@ def child(p):
         import greenhook
 
         greenhook.use("gevent")
+        if p.get("fair_yield") is not None:
+            # configure(fair_yield=N) for an A/B of the fairness policy (0: off)
+            greenhook.configure(fair_yield=int(p["fair_yield"]))
+            info["fair_yield"] = int(p["fair_yield"])
         rep = greenhook.patch_library(path)
         info["patched"] = sorted(rep.symbols)
         greenhook.patch_library(C.build_tool("ghbench"))
@@ -116,7 +120,8 @@ def child(p):
     res = gevent.spawn(measure).get()
     if mode == "greenhook":
         st = greenhook.stats()
-        info["stats"] = {k: {f: v[f] for f in ("fast", "passthrough", "green", "waits", "blocked")}
+        info["stats"] = {k: {f: v.get(f) for f in ("fast", "passthrough", "green", "waits",
+                                                     "blocked", "yields")}
                          for k, v in st.items()}
     res["info"] = info
     return res

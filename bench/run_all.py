@@ -293,6 +293,14 @@ def headline_rows(sections):
         rows.append(("mysqlclient SELECT 1, client CPU µs per query", C.mmm(gc),
                      "PyMySQL/gevent " + C.mmm(pc), C.fmt_ratio(C.ratio(gc["median"], pc["median"])),
                      "(information)", "n/a"))
+        pg = dr["figures"]["postgres"]["select1"]
+        for fig, what, target, key in (("qps", "q/s", "≥ 1x", ">= 1.00x psycogreen"),
+                                       ("p99_ms", "p99 ms", "≤ 1.2x", "p99 <= 1.2x")):
+            g, a = pg["greenhook"][fig], pg["psycogreen"][fig]
+            ok = [v for k, v in dr["targets"].items() if key in k]
+            rows.append(("psycopg2 SELECT 1, 50 clients, %s" % what, C.mmm(g),
+                         "psycogreen " + C.mmm(a), C.fmt_ratio(C.ratio(g["median"], a["median"])),
+                         target + " psycogreen", C.verdict(ok[0] if ok else None)))
     wc = sections.get("watch")
     if wc:
         if wc.get("skipped"):

@@ -9,7 +9,11 @@ Every hook has one shape:
 2. try the operation without blocking (``MSG_DONTWAIT``, a zero-timeout probe) — success returns
    at once, with no GIL, no Python and no extra syscall;
 3. on "would block", park the greenlet through ``gh_wait`` (the one function that takes the GIL
-   and talks to a backend), then retry with the remaining time.
+   and talks to a backend to wait), then retry with the remaining time.
+
+In a bound thread, socket calls and poll/ppoll (non-blocking ones too) and select/pselect that
+may wait first count towards fairness (``fair.pxi``): an increment and a compare; when N went by
+without the hub running, the call yields to the hub once before its work.
 
 This module knows libc semantics only: it asks the backend bound to the OS thread to wait and
 never names a hub.  Cancellation (a kill or timeout thrown into the parked greenlet) makes the
@@ -20,7 +24,11 @@ The code is split by concept into ``hooks/*.pxi`` (included here, so that everyt
 
 * ``real.pxi``       the real libc functions, from ``dlsym``;
 * ``cancel.pxi``     per-thread state, cancellation delivery, error reporting;
-* ``wait.pxi``       ``gh_wait`` (the only place that runs Python) and the park/retry helpers;
+* ``wait.pxi``       ``gh_wait`` (the one waiting function, which runs Python) and the park/retry
+                     helpers;
+* ``fair.pxi``       fairness: when a thread's hooked calls have not parked for N calls, the next
+                     one lets the hub run once first (``backend.sleep(0)``: the other place that
+                     runs Python);
 * ``sockets.pxi``    the receive and send families, connect, accept;
 * ``readiness.pxi``  poll, ppoll, select, pselect;
 * ``sleep.pxi``      sleep, usleep, nanosleep, clock_nanosleep;
@@ -60,12 +68,15 @@ cdef extern from "gh_thread.h" nogil:
         GH_SYM_DLOPEN, GH_SYM_DLMOPEN   # the loader hooks (hooks/loader.pxi)
     const char *const gh_sym_names[]
     ctypedef struct gh_counter_t:
-        uint64_t passthrough, fast, green, timeouts, cancelled, blocked, waits
+        uint64_t passthrough, fast, green, timeouts, cancelled, blocked, waits, yields
     ctypedef struct gh_thread_t:
         PyObject *state
         int in_flight
         int64_t since_ns
         gh_counter_t counters[GH_NSYM]
+        uint32_t fair_calls
+        uint32_t fair_limit
+        uint64_t fair_seen
     gh_thread_t *gh_self()
     void gh_set_self(gh_thread_t *t)
     void gh_count_unbound(int sym)
@@ -126,6 +137,7 @@ CANCEL_ERRNO = ETIMEDOUT
 include "hooks/real.pxi"
 include "hooks/cancel.pxi"
 include "hooks/wait.pxi"
+include "hooks/fair.pxi"
 include "hooks/sockets.pxi"
 include "hooks/readiness.pxi"
 include "hooks/sleep.pxi"

@@ -43,7 +43,8 @@ def current_backend() -> Optional[Backend]:
 
 
 def configure(shutdown_cancelled_sockets: Optional[bool] = None,
-              resolver_threads: Optional[int] = None) -> Dict[str, Any]:
+              resolver_threads: Optional[int] = None,
+              fair_yield: Optional[int] = None) -> Dict[str, Any]:
     """Set process-wide options; returns the previous values of those given.
 
     ``shutdown_cancelled_sockets`` (default True): when a kill or timeout cancels a call parked
@@ -54,7 +55,21 @@ def configure(shutdown_cancelled_sockets: Optional[bool] = None,
     ``resolver_threads`` (default 64): at most this many OS threads of the resolver pool run
     greened name lookups (``getaddrinfo`` & co.) at once; more lookups queue.  Workers start
     on demand and exit after 10 s idle; lowering the bound retires surplus idle workers.
+
+    ``fair_yield`` (default 4; 0 turns it off): fairness between the greenlets of a thread
+    (README, Semantics 11).  Hooked calls return at once when their fd is ready, so a greenlet
+    whose fd is always ready could run call after call while the others starve.  Every
+    ``fair_yield``-th hooked call of a thread checks whether one parked or yielded since the
+    previous check; if not, that call first lets the hub run once (like ``sleep(0)``), then
+    goes on.  Yields that find nobody else waiting space out (up to every 4096 calls).  A kill
+    or timeout thrown in during a yield ends the call as one thrown into a wait does.
     """
+    if fair_yield is not None and (isinstance(fair_yield, bool) or not isinstance(fair_yield, int)
+                                   or not 0 <= fair_yield <= 1 << 30):
+        # Checked before anything is set: a refused call changes nothing.
+        raise InvalidArgument(
+            "configure(fair_yield=...) takes an int from 0 (off) to 2**30, got %r"
+            % (fair_yield,))
     hooks = _core.hooks()
     previous: Dict[str, Any] = {}
     if shutdown_cancelled_sockets is not None:
@@ -71,12 +86,15 @@ def configure(shutdown_cancelled_sockets: Optional[bool] = None,
                 "configure(resolver_threads=...) takes an int from 1 to 4096, got %r"
                 % (resolver_threads,))
         previous["resolver_threads"] = hooks.set_resolver_threads(resolver_threads)
+    if fair_yield is not None:
+        previous["fair_yield"] = hooks.set_fair_yield(fair_yield)
     return previous
 
 
 def stats() -> Dict[str, Dict[str, int]]:
     """{symbol: {"calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled",
-    "blocked"}} summed over all threads; symbols never called are left out."""
+    "blocked", "yields"}} summed over all threads; symbols never called are left out.  "calls"
+    is the sum of the outcomes; "waits" (parks) and "yields" (fairness) happen within calls."""
     return _core.hooks().stats()
 
 

@@ -140,7 +140,8 @@ def _jsonable(obj):
 def stat(symbol):
     """greenhook's counters for one libc symbol (zeros if never called)."""
     return greenhook.stats().get(symbol, {k: 0 for k in (
-        "calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled", "blocked")})
+        "calls", "passthrough", "fast", "green", "waits", "timeouts", "cancelled", "blocked",
+        "yields")})
 
 
 class Worker(threading.Thread):

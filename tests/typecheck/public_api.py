@@ -27,7 +27,7 @@ def hubs() -> Optional[Backend]:
     greenhook.enable_thread(backend)
     greenhook.disable_thread()
     previous: Dict[str, Any] = greenhook.configure(shutdown_cancelled_sockets=True,
-                                                   resolver_threads=8)
+                                                   resolver_threads=8, fair_yield=4)
     counters: Dict[str, Dict[str, int]] = greenhook.stats()
     greenhook.reset_stats()
     assert previous is not None and counters is not None

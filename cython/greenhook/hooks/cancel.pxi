@@ -224,6 +224,7 @@ cdef void _zero(gh_counter_t *c) noexcept:
         c[i].cancelled = 0
         c[i].blocked = 0
         c[i].waits = 0
+        c[i].yields = 0
 
 
 cdef void _add(gh_counter_t *into, gh_counter_t *c) noexcept:
@@ -236,6 +237,7 @@ cdef void _add(gh_counter_t *into, gh_counter_t *c) noexcept:
         into[i].cancelled += c[i].cancelled
         into[i].blocked += c[i].blocked
         into[i].waits += c[i].waits
+        into[i].yields += c[i].yields
 
 
 _zero(_retired)

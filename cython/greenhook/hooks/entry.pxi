@@ -16,6 +16,8 @@ cdef int gh_accept(int fd, sockaddr *addr, socklen_t *alen) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_ACCEPT)
         r = real_accept(fd, addr, alen)
+    elif _fair_cancelled(t, GH_SYM_ACCEPT, fd):
+        return -1
     else:
         r = _accept(t, GH_SYM_ACCEPT, fd, addr, alen, 0, False)
     if r >= 0:
@@ -29,6 +31,8 @@ cdef int gh_accept4(int fd, sockaddr *addr, socklen_t *alen, int flags) noexcept
     if t == NULL:
         gh_count_unbound(GH_SYM_ACCEPT4)
         r = real_accept4(fd, addr, alen, flags)
+    elif _fair_cancelled(t, GH_SYM_ACCEPT4, fd):
+        return -1
     else:
         r = _accept(t, GH_SYM_ACCEPT4, fd, addr, alen, flags, True)
     if r >= 0:
@@ -46,6 +50,8 @@ cdef ssize_t gh_read(int fd, void *buf, size_t n) noexcept nogil:
         # whole huge range is mapped): the real call, never a recv that would consume data.
         t.counters[GH_SYM_READ].passthrough += 1
         return real_read(fd, buf, n)
+    if _fair_cancelled(t, GH_SYM_READ, fd):
+        return -1
     return _recv(t, GH_SYM_READ, fd, <char *>buf, n, 0, NULL, NULL, True)
 
 
@@ -57,6 +63,8 @@ cdef ssize_t gh_write(int fd, const void *buf, size_t n) noexcept nogil:
     if n == 0 or n > GH_MAX_RW:
         t.counters[GH_SYM_WRITE].passthrough += 1
         return real_write(fd, buf, n)
+    if _fair_cancelled(t, GH_SYM_WRITE, fd):
+        return -1
     return _send(t, GH_SYM_WRITE, fd, <const char *>buf, n, 0, NULL, 0, True)
 
 
@@ -72,6 +80,8 @@ cdef ssize_t gh_readv(int fd, const iovec *iov, int cnt) noexcept nogil:
         else:
             t.counters[GH_SYM_READV].passthrough += 1
         return real_readv(fd, iov, cnt)
+    if _fair_cancelled(t, GH_SYM_READV, fd):
+        return -1
     m.msg_name = NULL
     m.msg_namelen = 0
     m.msg_iov = <iovec *>iov
@@ -94,6 +104,8 @@ cdef ssize_t gh_writev(int fd, const iovec *iov, int cnt) noexcept nogil:
         else:
             t.counters[GH_SYM_WRITEV].passthrough += 1
         return real_writev(fd, iov, cnt)
+    if _fair_cancelled(t, GH_SYM_WRITEV, fd):
+        return -1
     m.msg_name = NULL
     m.msg_namelen = 0
     m.msg_iov = <iovec *>iov
@@ -109,6 +121,9 @@ cdef ssize_t gh_recv(int fd, void *buf, size_t n, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_RECV)
         return real_recv(fd, buf, n, flags)
+    # Counted even when non-blocking: libmariadb reads and writes with MSG_DONTWAIT.
+    if _fair_cancelled(t, GH_SYM_RECV, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB):
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL come back as they are).
@@ -122,6 +137,8 @@ cdef ssize_t gh_send(int fd, const void *buf, size_t n, int flags) noexcept nogi
     if t == NULL:
         gh_count_unbound(GH_SYM_SEND)
         return real_send(fd, buf, n, flags)
+    if _fair_cancelled(t, GH_SYM_SEND, fd):
+        return -1
     if flags & MSG_DONTWAIT:
         t.counters[GH_SYM_SEND].passthrough += 1
         return real_send(fd, buf, n, flags)
@@ -133,6 +150,8 @@ cdef ssize_t gh_recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr,
     if t == NULL:
         gh_count_unbound(GH_SYM_RECVFROM)
         return real_recvfrom(fd, buf, n, flags, addr, alen)
+    if _fair_cancelled(t, GH_SYM_RECVFROM, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB):
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL come back as they are).
@@ -146,6 +165,8 @@ cdef ssize_t gh_sendto(int fd, const void *buf, size_t n, int flags, const socka
     if t == NULL:
         gh_count_unbound(GH_SYM_SENDTO)
         return real_sendto(fd, buf, n, flags, addr, alen)
+    if _fair_cancelled(t, GH_SYM_SENDTO, fd):
+        return -1
     if flags & MSG_DONTWAIT:
         t.counters[GH_SYM_SENDTO].passthrough += 1
         return real_sendto(fd, buf, n, flags, addr, alen)
@@ -157,6 +178,8 @@ cdef ssize_t gh_recvmsg(int fd, msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_RECVMSG)
         return real_recvmsg(fd, msg, flags)
+    if _fair_cancelled(t, GH_SYM_RECVMSG, fd):
+        return -1
     if flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB) or msg == NULL:
         # The kernel answers these without waiting (the error queue and urgent data never
         # block; EAGAIN/EINVAL/EFAULT come back as they are).
@@ -170,6 +193,8 @@ cdef ssize_t gh_sendmsg(int fd, const msghdr *msg, int flags) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_SENDMSG)
         return real_sendmsg(fd, msg, flags)
+    if _fair_cancelled(t, GH_SYM_SENDMSG, fd):
+        return -1
     if flags & MSG_DONTWAIT or msg == NULL:
         t.counters[GH_SYM_SENDMSG].passthrough += 1
         return real_sendmsg(fd, msg, flags)
@@ -182,6 +207,8 @@ cdef int gh_poll(pollfd *fds, nfds_t nfds, int timeout) noexcept nogil:
     if t == NULL:
         gh_count_unbound(GH_SYM_POLL)
         return real_poll(fds, nfds, timeout)
+    if _fair_cancelled_poll(t, GH_SYM_POLL, fds, nfds):
+        return -1
     if timeout == 0:
         t.counters[GH_SYM_POLL].passthrough += 1
         return real_poll(fds, nfds, 0)
@@ -199,6 +226,8 @@ cdef int gh_ppoll(pollfd *fds, nfds_t nfds, const timespec *tmo, const sigset_t 
     if t == NULL:
         gh_count_unbound(GH_SYM_PPOLL)
         return real_ppoll(fds, nfds, tmo, mask)
+    if _fair_cancelled_poll(t, GH_SYM_PPOLL, fds, nfds):
+        return -1
     if tmo != NULL and (tmo.tv_sec < 0 or tmo.tv_nsec < 0 or tmo.tv_nsec >= 1000000000 or
                         (tmo.tv_sec == 0 and tmo.tv_nsec == 0)):
         t.counters[GH_SYM_PPOLL].passthrough += 1
@@ -225,6 +254,8 @@ cdef int gh_select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, timeval *tv) no
             or nfds < 0 or nfds > FD_SETSIZE:
         t.counters[GH_SYM_SELECT].passthrough += 1
         return real_select(nfds, rd, wr, ex, tv)
+    if _fair_cancelled_select(t, GH_SYM_SELECT, nfds, rd, wr, ex, tv):
+        return -1
     start = gh_now_ns()
     deadline = -1 if tv == NULL else _deadline_after(tv.tv_sec, <int64_t>tv.tv_usec * 1000)
     if rd != NULL:
@@ -278,6 +309,8 @@ cdef int gh_pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const timespec
                         or ts.tv_nsec >= 1000000000)) or nfds < 0 or nfds > FD_SETSIZE:
         t.counters[GH_SYM_PSELECT].passthrough += 1
         return real_pselect(nfds, rd, wr, ex, ts, mask)
+    if _fair_cancelled_select(t, GH_SYM_PSELECT, nfds, rd, wr, ex, NULL):
+        return -1
     if rd != NULL:
         memcpy(&srd, rd, sizeof(fd_set))
     if wr != NULL:

@@ -131,8 +131,9 @@ def thread_states():
 
 
 def stats():
-    """{symbol: {calls, passthrough, fast, green, waits, timeouts, cancelled, blocked}}, summed
-    over every thread (those that have ended too); symbols never called are left out."""
+    """{symbol: {calls, passthrough, fast, green, waits, timeouts, cancelled, blocked, yields}},
+    summed over every thread (those that have ended too); symbols never called are left out.
+    ``waits`` and ``yields`` (fairness, fair.pxi) count events within calls, not outcomes."""
     cdef _ThreadState st
     cdef gh_counter_t total[GH_NSYM]
     cdef int i
@@ -146,7 +147,7 @@ def stats():
         row = {"calls": 0, "passthrough": total[i].passthrough + gh_unbound(i),
                "fast": total[i].fast, "green": total[i].green, "waits": total[i].waits,
                "timeouts": total[i].timeouts, "cancelled": total[i].cancelled,
-               "blocked": total[i].blocked}
+               "blocked": total[i].blocked, "yields": total[i].yields}
         row["calls"] = (row["passthrough"] + row["fast"] + row["green"] + row["timeouts"]
                         + row["cancelled"] + row["blocked"])
         if row["calls"]:

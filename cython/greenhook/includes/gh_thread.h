@@ -20,6 +20,8 @@ typedef struct {
     uint64_t cancelled;   /* the parked greenlet was killed or a timeout was thrown into it */
     uint64_t blocked;     /* had to block the OS thread: the current greenlet cannot switch */
     uint64_t waits;       /* times the greenlet was parked (a call may park several times) */
+    uint64_t yields;      /* times a call let the hub run first, for fairness (hooks/fair.pxi);
+                             not an outcome: the call then went on as usual */
 } gh_counter_t;
 
 typedef struct gh_thread_s {
@@ -27,6 +29,9 @@ typedef struct gh_thread_s {
     volatile int in_flight;       /* symbol blocking this OS thread for real, or -1 */
     volatile int64_t since_ns;    /* when it started */
     gh_counter_t counters[GH_NSYM];
+    uint32_t fair_calls;          /* hooked calls since the last fairness check (hooks/fair.pxi) */
+    uint32_t fair_limit;          /* calls between checks (0: check at the next call) */
+    uint64_t fair_seen;           /* the thread's waits + yields at the last check */
 } gh_thread_t;
 
 /* NULL in every OS thread that has no backend bound: hooks then pass straight through. */
