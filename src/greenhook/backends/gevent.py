@@ -14,7 +14,7 @@ from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat, os_thr
 
 try:
     # The compiled single-fd wait and C face (imports gevent: imported only from here).
-    from greenhook import _geventwait
+    import greenhook._geventwait as _geventwait
 except ImportError:     # a platform without the compiled core: the Python methods alone
     _geventwait = None
 
