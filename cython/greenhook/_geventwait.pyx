@@ -213,17 +213,18 @@ cdef int _wait_new(object hub, object loop, int fd, int mask, double timeout) ex
     return _park(hub, loop, io, glet, timeout, None)
 
 
-cdef int _wait_fd(object backend, int fd, int events, double timeout,
+cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeout,
                   unsigned int gen) except -1:
     """``GeventBackend.wait_fd_gen`` (``gen != 0``) or ``wait_fd`` (``gen == 0``) for a
-    timeout in seconds (< 0: none, else not NaN)."""
+    timeout in seconds (< 0: none, else not NaN); ``st``: this thread's hub state if the
+    caller has it."""
     cdef _Kept kept
-    cdef _HubState st
     cdef int mask, key
     if timeout > _MAX_TIMER or (events & POLLPRI and not events & IN_EVENTS):
         # Rare: several timers, or POLLPRI probing (backends/gevent.py).
         return 1 if backend.wait_fd(fd, events, None if timeout < 0 else timeout) else 0
-    st = _current()
+    if st is None:
+        st = _current()
     if st is None:
         raise BackendError("no gevent hub in this thread")
     hub = st.hub
@@ -265,7 +266,7 @@ def wait_fd_gen(backend, int fd, int events, timeout, unsigned int gen):
         if not 0.0 <= secs <= _MAX_TIMER:
             # Negative, NaN or huge: wait_fd validates and splits.
             return backend.wait_fd(fd, events, timeout)
-    return bool(_wait_fd(backend, fd, events, secs, gen))
+    return bool(_wait_fd(backend, None, fd, events, secs, gen))
 
 
 def kept_watchers(hub):
@@ -280,14 +281,32 @@ def kept_watchers(hub):
 # -- the C face ----------------------------------------------------------------------------
 
 
+# The hooks call wait_fd right after can_switch said 1, in the same thread, with nothing in
+# between that runs Python: can_switch hands the state it found to that wait_fd (which takes
+# it back at once).  Any other caller of wait_fd finds no ticket, or one of another thread.
+cdef _HubState _ticket = None
+cdef PyObject *_ticket_thread = NULL    # the thread state dict it was found with
+
+
 cdef int _api_can_switch(object backend) except -1:
+    global _ticket, _ticket_thread
     st = _current()
-    return st is not None and _getcurrent() is not st.hub
+    if st is None or _getcurrent() is st.hub:
+        _ticket = None
+        return 0
+    _ticket = st
+    _ticket_thread = PyThreadState_GetDict()
+    return 1
 
 
 cdef int _api_wait_fd(object backend, int fd, int events, double timeout,
                       unsigned int gen) except -1:
-    return _wait_fd(backend, fd, events, timeout, gen)
+    global _ticket
+    st = _ticket
+    _ticket = None
+    if st is None or _ticket_thread != PyThreadState_GetDict():
+        st = None
+    return _wait_fd(backend, st, fd, events, timeout, gen)
 
 
 cdef gh_backend_api_t _API
