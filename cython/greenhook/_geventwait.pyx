@@ -93,6 +93,7 @@ cdef extern from *:
 cdef class _HubState:
     """What the waits of one gevent hub keep: the hub, its loop and the kept watchers."""
     cdef object hub
+    cdef object switch      # type(hub).switch: hub.switch() without the instance lookup
     cdef object loop
     cdef object loop_descr  # the C slot's descriptor of ``hub.loop`` (None: plain attribute)
     cdef bint keeps     # libev: watchers are kept (libuv multiplexes io watchers itself)
@@ -100,6 +101,7 @@ cdef class _HubState:
 
     def __cinit__(self, hub, loop):
         self.hub = hub
+        self.switch = type(hub).switch
         self.loop = loop
         self.keeps = "libev" in type(loop).__module__
         self.kept = {}
@@ -174,20 +176,19 @@ cdef int _start(object watcher, object glet, object value) except -1:
     return 0
 
 
-cdef int _park(object hub, object loop, object io, object glet, double timeout,
-               _Kept kept) except -1:
+cdef int _park(_HubState st, object io, object glet, double timeout, _Kept kept) except -1:
     """``io`` is started; park until it or a ``timeout`` timer (< 0: none) switches back.
     Afterwards ``io`` is stopped (kept) or closed, and the timer closed."""
     timer = None
     try:
         if timeout >= 0:
             try:
-                timer = loop.timer(timeout)
+                timer = st.loop.timer(timeout)
                 _start(timer, glet, False)
             except Exception as exc:
                 raise BackendError("gevent's loop could not time a wait: %s" % exc) from exc
         # Parked: what is raised here was thrown in.
-        return 1 if hub.switch() else 0
+        return 1 if st.switch(st.hub) else 0
     finally:
         if kept is not None:
             io.stop()
@@ -198,11 +199,10 @@ cdef int _park(object hub, object loop, object io, object glet, double timeout,
             timer.close()
 
 
-cdef int _wait_new(object hub, object loop, int fd, int mask, double timeout) except -1:
+cdef int _wait_new(_HubState st, object glet, int fd, int mask, double timeout) except -1:
     """One wait on a watcher of its own, closed after it."""
-    glet = _getcurrent()
     try:
-        io = loop.io(fd, mask)
+        io = st.loop.io(fd, mask)
     except Exception as exc:
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
     try:
@@ -210,7 +210,7 @@ cdef int _wait_new(object hub, object loop, int fd, int mask, double timeout) ex
     except Exception as exc:
         io.close()
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
-    return _park(hub, loop, io, glet, timeout, None)
+    return _park(st, io, glet, timeout, None)
 
 
 cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeout,
@@ -227,16 +227,15 @@ cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeo
         st = _current()
     if st is None:
         raise BackendError("no gevent hub in this thread")
-    hub = st.hub
+    glet = _getcurrent()
     mask = _mask(events)
     if gen == 0 or not st.keeps:
-        return _wait_new(hub, st.loop, fd, mask, timeout)
+        return _wait_new(st, glet, fd, mask, timeout)
     key = fd * 4 + mask
     kept = st.kept.get(key)
     if kept is not None and kept.busy:
         # Another greenlet waits on this fd and mask: a watcher of its own.
-        return _wait_new(hub, st.loop, fd, mask, timeout)
-    glet = _getcurrent()
+        return _wait_new(st, glet, fd, mask, timeout)
     try:
         if kept is None or kept.gen != gen:
             # New, or the fd was closed or its number reused since: a new watcher makes
@@ -253,7 +252,7 @@ cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeo
         st.kept.pop(key, None)
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
     kept.busy = True
-    return _park(hub, st.loop, kept.io, glet, timeout, kept)
+    return _park(st, kept.io, glet, timeout, kept)
 
 
 def wait_fd_gen(backend, int fd, int events, timeout, unsigned int gen):
