@@ -77,6 +77,7 @@ cdef class _Kept:
     """The io watcher kept for one ``(fd, mask)`` while ``fd`` names the file of ``gen``."""
     cdef unsigned int gen
     cdef object io
+    cdef object start, stop     # type(io).start/.stop, looked up once
     cdef bint busy      # a greenlet is parked on it
 
 
@@ -161,18 +162,25 @@ cdef object _greenlet_switch = greenlet.switch    # the method descriptor
 cdef object _plain_type = None      # the last greenlet class seen not to override switch
 
 
-cdef int _start(object watcher, object glet, object value) except -1:
+cdef int _start(object watcher, object start, object glet, object value) except -1:
     """Start ``watcher`` with ``glet.switch(value)`` as its callback.  For a greenlet class
     that does not override ``switch`` (gevent's Greenlet, raw greenlets), the callback is the
-    method descriptor and ``glet`` its first argument: no bound method made per wait."""
+    method descriptor and ``glet`` its first argument: no bound method made per wait.
+    ``start``: ``type(watcher).start`` if the caller has it, else None."""
     global _plain_type
     t = type(glet)
     if t is not _plain_type:
         if getattr(t, "switch", None) is not _greenlet_switch:
-            watcher.start(glet.switch, value)
+            if start is None:
+                watcher.start(glet.switch, value)
+            else:
+                start(watcher, glet.switch, value)
             return 0
         _plain_type = t
-    watcher.start(_greenlet_switch, glet, value)
+    if start is None:
+        watcher.start(_greenlet_switch, glet, value)
+    else:
+        start(watcher, _greenlet_switch, glet, value)
     return 0
 
 
@@ -184,14 +192,14 @@ cdef int _park(_HubState st, object io, object glet, double timeout, _Kept kept)
         if timeout >= 0:
             try:
                 timer = st.loop.timer(timeout)
-                _start(timer, glet, False)
+                _start(timer, None, glet, False)
             except Exception as exc:
                 raise BackendError("gevent's loop could not time a wait: %s" % exc) from exc
         # Parked: what is raised here was thrown in.
         return 1 if st.switch(st.hub) else 0
     finally:
         if kept is not None:
-            io.stop()
+            kept.stop(io)
             kept.busy = False
         else:
             io.close()
@@ -206,18 +214,18 @@ cdef int _wait_new(_HubState st, object glet, int fd, int mask, double timeout) 
     except Exception as exc:
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
     try:
-        _start(io, glet, True)
+        _start(io, None, glet, True)
     except Exception as exc:
         io.close()
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
     return _park(st, io, glet, timeout, None)
 
 
-cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeout,
-                  unsigned int gen) except -1:
+cdef int _wait_fd(object backend, _HubState st, object glet, int fd, int events,
+                  double timeout, unsigned int gen) except -1:
     """``GeventBackend.wait_fd_gen`` (``gen != 0``) or ``wait_fd`` (``gen == 0``) for a
-    timeout in seconds (< 0: none, else not NaN); ``st``: this thread's hub state if the
-    caller has it."""
+    timeout in seconds (< 0: none, else not NaN); ``st`` and ``glet``: this thread's hub
+    state and the current greenlet if the caller has them (else None)."""
     cdef _Kept kept
     cdef int mask, key
     if timeout > _MAX_TIMER or (events & POLLPRI and not events & IN_EVENTS):
@@ -227,7 +235,8 @@ cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeo
         st = _current()
     if st is None:
         raise BackendError("no gevent hub in this thread")
-    glet = _getcurrent()
+    if glet is None:
+        glet = _getcurrent()
     mask = _mask(events)
     if gen == 0 or not st.keeps:
         return _wait_new(st, glet, fd, mask, timeout)
@@ -244,10 +253,12 @@ cdef int _wait_fd(object backend, _HubState st, int fd, int events, double timeo
                 del st.kept[key]
                 kept.io.close()
             kept = _Kept()
-            kept.io = st.loop.io(fd, mask)
+            kept.io = io = st.loop.io(fd, mask)
+            kept.start = type(io).start
+            kept.stop = type(io).stop
             kept.gen = gen
             st.kept[key] = kept
-        _start(kept.io, glet, True)
+        _start(kept.io, kept.start, glet, True)
     except Exception as exc:
         st.kept.pop(key, None)
         raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
@@ -265,7 +276,7 @@ def wait_fd_gen(backend, int fd, int events, timeout, unsigned int gen):
         if not 0.0 <= secs <= _MAX_TIMER:
             # Negative, NaN or huge: wait_fd validates and splits.
             return backend.wait_fd(fd, events, timeout)
-    return bool(_wait_fd(backend, None, fd, events, secs, gen))
+    return bool(_wait_fd(backend, None, None, fd, events, secs, gen))
 
 
 def kept_watchers(hub):
@@ -282,30 +293,34 @@ def kept_watchers(hub):
 
 # The hooks call wait_fd right after can_switch said 1, in the same thread, with nothing in
 # between that runs Python: can_switch hands the state it found to that wait_fd (which takes
-# it back at once).  Any other caller of wait_fd finds no ticket, or one of another thread.
+# it back at once), and the current greenlet.  Any other caller of wait_fd finds no ticket,
+# or one of another thread.
 cdef _HubState _ticket = None
+cdef object _ticket_glet = None
 cdef PyObject *_ticket_thread = NULL    # the thread state dict it was found with
 
 
 cdef int _api_can_switch(object backend) except -1:
-    global _ticket, _ticket_thread
+    global _ticket, _ticket_glet, _ticket_thread
     st = _current()
-    if st is None or _getcurrent() is st.hub:
-        _ticket = None
+    glet = _getcurrent() if st is not None else None
+    if st is None or glet is st.hub:
+        _ticket = _ticket_glet = None
         return 0
     _ticket = st
+    _ticket_glet = glet
     _ticket_thread = PyThreadState_GetDict()
     return 1
 
 
 cdef int _api_wait_fd(object backend, int fd, int events, double timeout,
                       unsigned int gen) except -1:
-    global _ticket
-    st = _ticket
-    _ticket = None
+    global _ticket, _ticket_glet
+    st, glet = _ticket, _ticket_glet
+    _ticket = _ticket_glet = None
     if st is None or _ticket_thread != PyThreadState_GetDict():
-        st = None
-    return _wait_fd(backend, st, fd, events, timeout, gen)
+        st = glet = None
+    return _wait_fd(backend, st, glet, fd, events, timeout, gen)
 
 
 cdef gh_backend_api_t _API
