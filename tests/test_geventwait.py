@@ -345,3 +345,30 @@ def test_libuv_makes_a_watcher_per_wait():
     assert "libuv" in r["loop"], r
     assert r["ready"] is True and r["timed_out"] is False and 0.05 <= r["waited"] < 0.2, r
     assert r["kept"] == 0, r
+
+
+def test_a_thread_that_ended_with_its_hub_alive_lends_it_to_no_other():
+    """The last thread's state is cached by the thread state's unique id: a new thread (which
+    may get the same ident, the same thread state address) starts with no hub, then its own."""
+    _, can_switch, wait_fd = c_face()
+    seen = []
+
+    def body():
+        before = can_switch(backend)
+        hub = gevent.get_hub()
+        a, b = socket.socketpair()
+        gevent.spawn_later(0.02, b.send, b"x")
+        ready = wait_fd(backend, a.fileno(), POLLIN, 1.0, 1)
+        seen.append((before, ready, hub, threading.get_ident()))
+        a.close()
+        b.close()           # the hub is left alive: the thread just ends
+
+    for _ in range(3):
+        t = threading.Thread(target=body)
+        t.start()
+        t.join(BODY_TIMEOUT)
+    assert [(before, ready) for before, ready, _, _ in seen] == [(0, 1)] * 3
+    hubs = [hub for _, _, hub, _ in seen]
+    assert len(set(map(id, hubs))) == 3
+    for hub in hubs:
+        hub.destroy(destroy_loop=True)

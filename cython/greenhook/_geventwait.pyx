@@ -33,7 +33,8 @@ What a wait does (the same as the Python methods it stands in for):
 
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport PyObject
-from cpython.pystate cimport PyThreadState_GetDict
+from cpython.pystate cimport PyThreadState, PyThreadState_Get, PyThreadState_GetDict
+from libc.stdint cimport uint64_t
 from cpython.dict cimport PyDict_GetItemWithError
 
 from gh_backend cimport *
@@ -123,7 +124,16 @@ cdef class _HubState:
         return self.hub.loop is self.loop
 
 
+cdef extern from "Python.h":
+    uint64_t PyThreadState_GetID(PyThreadState *tstate)
+
 cdef str _TSKEY = "greenhook._geventwait.hub_state"
+
+# The state _current() found last, and the unique id of the thread state it was found for
+# (never reused, unlike thread idents or dict addresses).  Borrowed: the entry of that
+# thread's dict owns it, and every change of that entry made by its own thread updates this.
+cdef uint64_t _last_id = 0
+cdef PyObject *_last_state = NULL
 
 
 cdef _HubState _current() :
@@ -134,18 +144,28 @@ cdef _HubState _current() :
     ``hub.destroy()`` always sets ``hub.loop`` to None before it lets a new hub be made, and
     ``reinit`` after a fork keeps the hub and its loop.  The state itself hangs on the hub
     (``_greenhook_state``), so kept watchers live and die with their hub."""
-    cdef PyObject *d = PyThreadState_GetDict()     # borrowed; NULL: no thread state dict
+    global _last_id, _last_state
+    cdef uint64_t tid = PyThreadState_GetID(PyThreadState_Get())
+    cdef PyObject *d
     cdef PyObject *p = NULL
     cdef _HubState st
+    if tid == _last_id and _last_state != NULL:
+        st = <_HubState>_last_state
+        if st.good():
+            return st
+    d = PyThreadState_GetDict()     # borrowed; NULL: no thread state dict
     if d != NULL:
         p = PyDict_GetItemWithError(<object>d, _TSKEY)
         if p != NULL:
             st = <_HubState>p
             if st.good():
+                _last_id, _last_state = tid, p
                 return st
     hub = _get_hub_if_exists()
     if hub is None:
         if d != NULL and p != NULL:
+            if _last_state == p:
+                _last_state = NULL
             del (<dict>d)[_TSKEY]
         return None
     try:
@@ -154,7 +174,10 @@ cdef _HubState _current() :
         st = _HubState(hub, hub.loop)
         hub._greenhook_state = st
     if d != NULL:
+        if _last_state == p:
+            _last_state = NULL
         (<dict>d)[_TSKEY] = st
+        _last_id, _last_state = tid, <PyObject *>st
     return st
 
 
