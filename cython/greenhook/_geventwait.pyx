@@ -12,7 +12,9 @@ What a wait does (the same as the Python methods it stands in for):
 
 * a hub exists in this thread (``can_switch`` said so), its state (:class:`_HubState`: the
   loop, whether it is libev, the kept watchers) hangs on the hub itself, so a destroyed and
-  re-created hub, or another thread's hub, starts with none;
+  re-created hub, or another thread's hub, starts with none.  It is found without gevent's
+  ``threading.local`` (:func:`_current`) and handed from ``can_switch`` to the ``wait_fd``
+  the hooks call right after it (``_ticket``);
 * ``gen != 0`` on libev: one io watcher kept per ``(fd, mask)`` (:class:`_Kept`), replaced
   when ``gen`` changes, started for the wait and stopped after it -- like gevent's sockets,
   which keep their ``_read_event``.  A kept watcher already parked on by another greenlet is
@@ -22,8 +24,9 @@ What a wait does (the same as the Python methods it stands in for):
 * POLLPRI without POLLIN, and timeouts over ``MAX_TIMER``: ``GeventBackend.wait_fd`` in
   Python (probe every ``PRI_PROBE`` s; several timers), which is rare;
 * the park: the watchers' callback is the current greenlet's ``switch`` (io: ``True``,
-  timer: ``False``; see :func:`_start`) and the greenlet switches to the hub, as ``gevent.hub.Waiter`` would do
-  without the Waiter.  A Waiter guards against a switch that comes after the wait is over;
+  timer: ``False``; see :func:`_start`) and the greenlet switches to the hub (``hub.switch()``,
+  gevent's ``switch_out`` protocol included), as ``gevent.hub.Waiter`` would, without the
+  Waiter.  A Waiter guards against a switch that comes after the wait is over;
   here none can: every watcher of the wait is stopped in ``finally`` before the greenlet does
   anything else (a stop also drops an event libev has already queued), and the watchers are
   this wait's own.  Anything else switched in is what ``Waiter.get`` would return too;
