@@ -68,6 +68,14 @@ def core_extensions():
             extra_compile_args=CFLAGS,
         ),
         Extension(
+            # the gevent backend's wait and C face; imports gevent, so only backends/gevent.py
+            # imports it (gevent is optional)
+            "greenhook._geventwait",
+            ["cython/greenhook/_geventwait.pyx"],
+            include_dirs=["cython/greenhook/includes"],
+            extra_compile_args=CFLAGS,
+        ),
+        Extension(
             "greenhook._hooks",
             ["cython/greenhook/_hooks.pyx"],
             include_dirs=includes,

@@ -36,13 +36,18 @@ cdef object _api_capsule = None
 cdef const gh_backend_api_t *_api = NULL
 
 
-cdef const gh_backend_api_t *_c_api(object backend) except? NULL:
+cdef inline const gh_backend_api_t *_c_api(object backend) except? NULL:
     """The C face of ``backend``'s class, if the class that offers it (``c_api``) is also the
     one that defines ``can_switch``, ``wait_fd`` and ``wait_fd_gen``."""
-    global _api_backend, _api_capsule, _api
-    cdef const gh_backend_api_t *api = NULL
     if backend is _api_backend:
         return _api
+    return _c_api_lookup(backend)
+
+
+cdef const gh_backend_api_t *_c_api_lookup(object backend) except? NULL:
+    # Apart from _c_api: the generator expression's closure would be allocated on every call.
+    global _api_backend, _api_capsule, _api
+    cdef const gh_backend_api_t *api = NULL
     cls = type(backend)
     cap = getattr(cls, "c_api", None)
     if cap is not None and PyCapsule_IsValid(cap, GH_BACKEND_CAPSULE):

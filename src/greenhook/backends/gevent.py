@@ -12,6 +12,12 @@ from greenhook.hub import _seconds
 
 from .base import POLLPRI, READ_EVENTS, WRITE_EVENTS, Backend, Heartbeat, os_thread_ident
 
+try:
+    # The compiled single-fd wait and C face (imports gevent: imported only from here).
+    import greenhook._geventwait as _geventwait
+except ImportError:     # a platform without the compiled core: the Python methods alone
+    _geventwait = None
+
 _READ, _WRITE = 1, 2  # libev/libuv watcher masks
 _IN_EVENTS = READ_EVENTS & ~POLLPRI
 
@@ -40,14 +46,12 @@ def _check(seconds):
     return seconds if seconds > 0.0 else 0.0
 
 
-def _keeps_watchers(loop):
-    """Kept watchers are for libev (gevent's default loop); libuv multiplexes io watchers
-    per fd itself, so each wait makes its own there, as before."""
-    return "libev" in type(loop).__module__
-
-
 class GeventBackend(Backend):
     name = "gevent"
+
+    #: The C face the hooks call instead of ``can_switch``/``wait_fd``/``wait_fd_gen`` for a
+    #: single-fd wait (``includes/gh_backend.h``): the same wait, without a Python call.
+    c_api = None if _geventwait is None else _geventwait.C_API
 
     def can_switch(self):
         hub = get_hub_if_exists()
@@ -81,52 +85,17 @@ class GeventBackend(Backend):
     def wait_fd_gen(self, fd, events, timeout, gen):
         """``wait_fd`` with the fd's generation in greenhook's per-fd table (the hooks have
         just checked that the fd names the same open file as at the previous wait with this
-        ``gen``).  One io watcher per (fd, mask) is kept across waits, started and stopped
-        like gevent's own sockets do: while the fd stays the same file, neither gevent (no
-        fcntl check of a new watcher) nor libev (no epoll_ctl: the mask did not change between
-        two loop iterations) makes a syscall.  A new ``gen`` (the fd was closed or its number
-        reused) replaces the watcher: a new one makes libev register the fd again."""
-        hub = get_hub_if_exists()
-        loop = hub.loop
-        if (timeout is not None and not 0.0 <= timeout <= MAX_TIMER) or (
-                events & POLLPRI and not events & _IN_EVENTS) or not _keeps_watchers(loop):
+        ``gen``).  On libev one io watcher per (fd, mask) is kept across waits, started and
+        stopped like gevent's own sockets do: while the fd stays the same file, neither gevent
+        (no fcntl check of a new watcher) nor libev (no epoll_ctl: the mask did not change
+        between two loop iterations) makes a syscall.  A new ``gen`` (the fd was closed or its
+        number reused) replaces the watcher: a new one makes libev register the fd again.
+
+        The wait itself is compiled (``greenhook._geventwait``, also this backend's C face
+        ``c_api``, which the hooks call instead of this method)."""
+        if _geventwait is None:
             return self.wait_fd(fd, events, timeout)
-        mask = _mask(events)
-        try:
-            kept = hub._greenhook_watchers
-        except AttributeError:
-            kept = hub._greenhook_watchers = {}
-        key = fd * 4 + mask
-        entry = kept.get(key)
-        try:
-            if entry is None or entry[0] != gen:
-                if entry is not None:
-                    entry[1].close()
-                io = loop.io(fd, mask)
-                kept[key] = (gen, io)
-            else:
-                io = entry[1]
-                if io.active:
-                    # Another greenlet waits on this fd and mask: a watcher of its own.
-                    return self._wait_fds(((fd, events),), timeout)
-            waiter = Waiter(hub)
-            io.start(waiter.switch, True)
-        except Exception as exc:
-            kept.pop(key, None)
-            raise BackendError("gevent's loop could not watch fd %d: %s" % (fd, exc)) from exc
-        timer = None
-        try:
-            if timeout is not None:
-                try:
-                    timer = loop.timer(timeout)
-                    timer.start(waiter.switch, False)
-                except Exception as exc:
-                    raise BackendError("gevent's loop could not time a wait: %s" % exc) from exc
-            return waiter.get()     # parked: what is raised here was thrown in
-        finally:
-            io.stop()
-            if timer is not None:
-                timer.close()
+        return _geventwait.wait_fd_gen(self, fd, events, timeout, gen)
 
     def _wait_fds(self, fds, timeout):
         hub = get_hub_if_exists()
