@@ -11,7 +11,7 @@
 #    (its own lists, cache and an empty dpkg status, in .run/aarch64/apt): the host's apt
 #    configuration, architectures and package database are never touched; `dpkg -x` unpacks
 #    them.  Rebuilt only when the package list changes.
-# 2. the core (_elf, _hooks, _hubcore): Cython on the host, then gcc-aarch64-linux-gnu against the
+# 2. the core (_elf, _hooks, _hubcore, _geventwait): Cython on the host, then gcc-aarch64-linux-gnu against the
 #    sysroot's Python headers; the sample C clients (every link variant: lazy, now, -fno-plt,
 #    address-taken, fortify) by cext_samples/build_samples.py with CC=aarch64-linux-gnu-gcc.
 #    Everything goes into .run/aarch64/site/greenhook with the checkout's build stamp.
@@ -88,7 +88,7 @@ EOF
     local inc=(-I cython/greenhook/includes -I "$BUILD" -I "$SYSROOT/usr/include/python$PYVER"
                -I "$SYSROOT/usr/include/aarch64-linux-gnu/python$PYVER" -idirafter "$SYSROOT/usr/include")
     local mod
-    for mod in _elf _hooks _hubcore; do
+    for mod in _elf _hooks _hubcore _geventwait; do
         "$PYTHON" -m cython -3 -X embedsignature=True -I cython/greenhook \
             -I cython/greenhook/includes "cython/greenhook/$mod.pyx" -o "$BUILD/$mod.c" >&2
         "$CROSS_CC" -O2 -fPIC -shared -Wno-unused-function -fno-strict-aliasing \
@@ -96,7 +96,7 @@ EOF
             -o "$SITE/greenhook/$mod$EXT_SUFFIX" -ldl &
     done
     wait
-    for mod in _elf _hooks _hubcore; do
+    for mod in _elf _hooks _hubcore _geventwait; do
         [ -f "$SITE/greenhook/$mod$EXT_SUFFIX" ] || { log "cross-compiling $mod failed"; exit 1; }
     done
     CC="$CROSS_CC" "$PYTHON" - "$ROOT" "$SITE" "$SYSROOT" "$PYVER" "$EXT_SUFFIX" <<'EOF'

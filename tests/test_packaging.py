@@ -66,7 +66,7 @@ def test_wheel_from_the_sdist_is_the_checkout_wheel():
     # the wheel has the compiled core and every sample variant, and no sources
     names = sorted(a)
     for want in (r"greenhook/_elf\..*\.so", r"greenhook/_hooks\..*\.so",
-                 r"greenhook/_hubcore\..*\.so",
+                 r"greenhook/_hubcore\..*\.so", r"greenhook/_geventwait\..*\.so",
                  r"greenhook/samples/_bin/libghsample_(lazy|now|noplt|addrtaken|fortify)\.so",
                  r"greenhook/py\.typed$"):
         assert any(re.match(want, n) for n in names), want
