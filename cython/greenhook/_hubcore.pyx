@@ -234,7 +234,8 @@ cdef class HubCore:
 
     cdef public object greenlet
     cdef public object thread_ident
-    cdef public object _epoll           # a select.epoll: its fd is used directly
+    cdef object _epoll_obj              # a select.epoll (``_epoll``): its fd is used directly
+    cdef int _epfd                      # its fd, -1 once closed by destroy()
     cdef public dict _fds               # fd -> FdReg
     # fd -> FdReg still registered with epoll after its last waiter left (wait_fd_gen): the
     # next wait on the same file reuses it; one that fires with nobody waiting is removed
@@ -275,6 +276,20 @@ cdef class HubCore:
         self._run_waiters = []
         self._mods = 0
         self.exited = False
+
+    @property
+    def _epoll(self):
+        return self._epoll_obj
+
+    @_epoll.setter
+    def _epoll(self, ep):
+        self._epoll_obj = ep
+        self._epfd = ep.fileno()
+
+    def _close_epoll(self):
+        """Close the epoll set for good (``Hub.destroy``)."""
+        self._epfd = -1
+        self._epoll_obj.close()
 
     # -- the part the backends call: keep it lean --------------------------------------
 
@@ -462,8 +477,10 @@ cdef class HubCore:
         regular file or directory) or EBADF (poll says POLLNVAL at once).  Other failures
         raise OSError (ValueError: the hub's epoll set is closed)."""
         cdef epoll_event ev
-        cdef int epfd = self._epoll.fileno()
+        cdef int epfd = self._epfd
         cdef int e
+        if epfd < 0:
+            raise ValueError("I/O operation on closed epoll object")
         ev.events = <uint32_t>mask
         ev.data.u64 = (<uint64_t>rid << 32) | <uint32_t>fd
         if epoll_ctl(epfd, EPOLL_CTL_ADD if add else EPOLL_CTL_MOD, fd, &ev) == 0:
@@ -518,11 +535,8 @@ cdef class HubCore:
         self._mods += 1
         return 1
 
-    cdef int _epfd_or_minus1(self):
-        try:
-            return self._epoll.fileno()
-        except ValueError:
-            return -1       # the hub was destroyed
+    cdef inline int _epfd_or_minus1(self):
+        return self._epfd      # -1: the hub was destroyed
 
     cdef void _remove_waiter(self, int fd, Waiter w):
         cdef FdReg reg = self._fds.get(fd)
@@ -690,10 +704,7 @@ cdef class HubCore:
             else:
                 # Rounded up, as Python's epoll.poll: never wake before the timer is due.
                 ms = <int>ceil(timeout * 1000.0)
-            try:
-                epfd = self._epoll.fileno()
-            except ValueError:
-                epfd = -1
+            epfd = self._epfd
             with nogil:
                 nev = epoll_wait(epfd, self._events, _MAXEVENTS, ms)
                 e = errno

@@ -293,7 +293,7 @@ class Hub(HubCore):
         self._nucancelled = 0
         self._ready.clear()
         del self._run_waiters[:]
-        self._epoll.close()
+        self._close_epoll()
 
 
 def _after_fork_in_child():
