@@ -343,7 +343,10 @@ def test_libuv_makes_a_watcher_per_wait():
     """)
     r = run_checked(code, env={"GEVENT_LOOP": "libuv"})
     assert "libuv" in r["loop"], r
-    assert r["ready"] is True and r["timed_out"] is False and 0.05 <= r["waited"] < 0.2, r
+    # libuv counts whole milliseconds from a loop clock cached at the start of its iteration:
+    # its timer may end the backend's wait up to ~1 ms early (the hooks treat a timeout
+    # before their deadline as a spurious wake and wait for the rest: wait.pxi).
+    assert r["ready"] is True and r["timed_out"] is False and 0.048 <= r["waited"] < 0.2, r
     assert r["kept"] == 0, r
 
 

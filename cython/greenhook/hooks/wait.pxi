@@ -63,6 +63,18 @@ cdef const gh_backend_api_t *_c_api_lookup(object backend) except? NULL:
     return api
 
 
+cdef inline int _timed_out_or_early(bint ok, int64_t deadline) noexcept nogil:
+    """A backend's answer to an fd wait as a GH_* code.  A timeout that comes before the
+    deadline (gevent's libuv loop counts whole milliseconds from a clock cached at the start
+    of its iteration: up to ~1 ms early) is a spurious wake: the hook probes and waits again
+    for the rest, so a call never times out earlier than the kernel would."""
+    if ok:
+        return GH_READY
+    if deadline >= 0 and gh_now_ns() < deadline:
+        return GH_READY
+    return GH_TIMEDOUT
+
+
 cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
                         uint32_t gen) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
@@ -99,7 +111,7 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
         if nfds == 1 and fds[0].fd >= 0 and api != NULL:
             # The backend's C face: no Python call, no boxed arguments.
             ok = api.wait_fd(backend, fds[0].fd, fds[0].events, secs, gen)
-            return GH_READY if ok else GH_TIMEDOUT
+            return _timed_out_or_early(ok, deadline)
         timeout = None if secs < 0 else secs
         if nfds == 0:
             backend.sleep(timeout)
@@ -121,7 +133,7 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
                 backend.sleep(timeout)
                 return GH_TIMEDOUT
             ok = backend.wait_fds(list(wanted.items()), timeout)
-        return GH_READY if ok else GH_TIMEDOUT
+        return _timed_out_or_early(ok, deadline)
     except BackendError as exc:
         # The backend could not set the wait up: report it, never disguise it as a cancel.
         _report(exc, "greenhook: the %s backend could not wait for %s (the call blocks the "
