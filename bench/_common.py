@@ -199,6 +199,14 @@ def ratio(a, b):
     return a / b
 
 
+def syscalls_by_name(per):
+    """``{name: [calls, failed]}`` (per round trip / request) as "sendto 2.00, recvfrom 4.00
+    (2.00 failed), ...", the most frequent first."""
+    by = sorted(per.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return ", ".join("%s %s%s" % (k, fmt(c), " (%s failed)" % fmt(e) if e else "")
+                     for k, (c, e) in by)
+
+
 def fmt_ratio(r):
     return "—" if r is None else "%.2fx" % r
 

@@ -319,8 +319,7 @@ def report(sec):
             if not v:
                 rows.append([LABELS[m], "—", "—", "—", "not measured"])
                 continue
-            detail = ", ".join("%s %s%s" % (k, C.fmt(c), " (%s failed)" % C.fmt(e) if e else "")
-                               for k, (c, e) in sorted(v["per_rt"].items(), key=lambda kv: -kv[1][0]))
+            detail = C.syscalls_by_name(v["per_rt"])
             rows.append([LABELS[m], C.fmt(v["total"]), C.fmt(v["failed"]),
                          "—" if v.get("beyond_floor") is None else "%+.1f" % v["beyond_floor"],
                          detail])

@@ -673,10 +673,8 @@ def report(sec):
             v = sysc.get(m)
             if not v:
                 continue
-            by = sorted(v["per_req"].items(), key=lambda kv: (-kv[1][0], kv[0]))
             rows.append([LABELS[m], C.fmt(v["total"]), C.fmt(v["failed"]),
-                         ", ".join("%s %s%s" % (k, C.fmt(c), " (%s failed)" % C.fmt(e) if e else "")
-                                   for k, (c, e) in by)])
+                         C.syscalls_by_name(v["per_req"])])
         md += ["Syscalls per request in the requests phase (N=%s; one `strace -f` run per how, "
                "the calls between two marker calls counted by name; exact, load does not "
                "change them). The `mmap` + `munmap` per request are the new greenlet's frame "

@@ -84,6 +84,7 @@ cdef enum:
     _MAXEVENTS = 1023
 
 cdef double _INF = float("inf")
+cdef tuple _WOKEN = (True,)     # what a greenlet woken by its fd gets back from its park
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
@@ -111,7 +112,7 @@ class BlockingSwitchOutError(AssertionError):
 BlockingSwitchOutError.__module__ = "greenhook.hub"
 
 
-cdef object _cannot_block():
+def _cannot_block():
     return BlockingSwitchOutError(
         "Impossible to call blocking function in the event loop callback")
 
@@ -657,12 +658,7 @@ cdef class HubCore:
             n = len(ready)
             for i in range(n):
                 callback, args = ready.popleft()
-                try:
-                    callback(*args)
-                except GreenletExit:
-                    raise
-                except BaseException as exc:
-                    self.handle_error(callback, type(exc), exc, exc.__traceback__)
+                self._call(callback, callback, args)
 
             if ready:
                 timeout = 0
@@ -722,14 +718,18 @@ cdef class HubCore:
             self._rebuild_epoll()
             rebuilt = True
 
-    cdef void _dispatch_one(self, object glet) except *:
+    cdef int _call(self, object context, object callback, tuple args) except -1:
+        """``callback(*args)`` in the loop: what escapes it goes to ``handle_error(context,
+        ...)`` (GreenletExit, which kills the loop, excepted).  For the ready queue, the
+        timers, and the switch into a woken greenlet (where only a raw greenlet whose parent
+        is the hub can end with an exception)."""
         try:
-            glet.switch(True)
+            callback(*args)
         except GreenletExit:
             raise
         except BaseException as exc:
-            # Only a raw greenlet whose parent is the hub gets here.
-            self.handle_error(glet, type(exc), exc, exc.__traceback__)
+            self.handle_error(context, type(exc), exc, exc.__traceback__)
+        return 0
 
     cdef int _dispatch(self, int nev) except -1:
         cdef dict fds = self._fds
@@ -772,7 +772,7 @@ cdef class HubCore:
                         glet = w.glet
                         w.glet = None
                         woke = True
-                        self._dispatch_one(glet)
+                        self._call(glet, glet.switch, _WOKEN)
                 else:
                     # A copy: a woken greenlet runs right away and may come back to this fd.
                     for w in list(waiters):
@@ -780,7 +780,7 @@ cdef class HubCore:
                             glet = w.glet
                             w.glet = None
                             woke = True
-                            self._dispatch_one(glet)
+                            self._call(glet, glet.switch, _WOKEN)
             if not woke and self._mods == mods:
                 # Nobody wanted it and no registration changed since the poll, so this is
                 # no race: epoll holds a registration we cannot see or DEL any more.
@@ -806,12 +806,7 @@ cdef class HubCore:
                 continue
             args = t.args
             t.callback = t.args = None
-            try:
-                callback(*args)
-            except GreenletExit:
-                raise
-            except BaseException as exc:
-                self.handle_error(t, type(exc), exc, exc.__traceback__)
+            self._call(t, callback, args)
         return 0
 
     cdef double _unref_timeout(self, double timeout) except? -2.0:

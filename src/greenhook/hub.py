@@ -55,6 +55,7 @@ from greenhook._hubcore import (  # noqa: F401 (re-exported)
     HubCore,
     Timer as _Timer,
     Waiter as _Waiter,
+    _cannot_block,
     _seconds,
     _timeout,
     get_hub,
@@ -78,10 +79,6 @@ __all__ = [
 
 _heappush = heapq.heappush
 
-
-def _cannot_block():
-    return BlockingSwitchOutError(
-        "Impossible to call blocking function in the event loop callback")
 
 
 class LoopExit(Exception):
@@ -184,9 +181,7 @@ class Hub(HubCore):
         would spin the loop)."""
         seconds = _seconds(seconds, "timer() seconds")
         if ref and repeat is None:
-            t = _Timer(self, callback, args)
-            _heappush(self._timers, (monotonic() + seconds, next(self._seq), t))
-            return t
+            return self._add_timer(seconds, callback, *args)
         if repeat is not None:
             repeat = _seconds(repeat, "timer() repeat")
             if not repeat > 0:

@@ -163,15 +163,9 @@ cdef int _fair_yield_with_gil(gh_thread_t *t, int sym) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
     if st.pending and st._cancelled_here():
         return GH_BLOCK     # unwinding after a cancellation: the call's own wait fails at once
-    backend = st.backend
     try:
-        if backend is None:
-            # As a first wait does: pin the backend whose hub runs here (none: no yield).
-            backend = _backend_resolver() if _backend_resolver is not None else None
-            if backend is None:
-                return GH_BLOCK
-            st.backend = backend
-        if not backend.can_switch():
+        backend = _pinned_backend(st)
+        if backend is None or not backend.can_switch():
             return GH_BLOCK
     except BaseException:
         # No yield, and nothing to report: the call goes on exactly as without the policy

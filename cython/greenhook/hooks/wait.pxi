@@ -75,6 +75,18 @@ cdef inline int _timed_out_or_early(bint ok, int64_t deadline) noexcept nogil:
     return GH_TIMEDOUT
 
 
+cdef object _pinned_backend(_ThreadState st):
+    """The backend this thread waits on, or None (no hub anywhere yet).  The first wait (or
+    fairness yield) of a thread bound without an explicit backend pins the one whose hub runs
+    here, so importing gevent later cannot move the thread."""
+    backend = st.backend
+    if backend is None and _backend_resolver is not None:
+        backend = _backend_resolver()
+        if backend is not None:
+            st.backend = backend
+    return backend
+
+
 cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline, int sym,
                         uint32_t gen) noexcept:
     cdef _ThreadState st = <_ThreadState>t.state
@@ -83,15 +95,10 @@ cdef int _wait_with_gil(gh_thread_t *t, pollfd *fds, int nfds, int64_t deadline,
         return GH_CANCELLED  # unwinding after a cancellation: never park again
     cdef const gh_backend_api_t *api = NULL
     cdef double secs = -1.0
-    backend = st.backend
     try:
+        backend = _pinned_backend(st)
         if backend is None:
-            # First wait of a thread bound without an explicit backend: pin the one whose
-            # hub runs here, so importing gevent later cannot move this thread.
-            backend = _backend_resolver() if _backend_resolver is not None else None
-            if backend is None:
-                return GH_BLOCK
-            st.backend = backend
+            return GH_BLOCK
         api = _c_api(backend)
         if api != NULL:
             if not api.can_switch(backend):

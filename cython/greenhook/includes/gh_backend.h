@@ -8,6 +8,10 @@
  * (backends/base.py); a subclass that overrides one of those methods in Python is called
  * through Python again (the hooks check which class defines what).
  *
+ * Call order: the hooks call wait_fd only right after a can_switch that returned 1, in the
+ * same thread, with no Python run in between (a backend may hand what can_switch found to
+ * that wait_fd, as the gevent backend does; one that is called otherwise must look again).
+ *
  * Like the rest of the hooks' side, this knows nothing of any particular hub.
  */
 #ifndef GH_BACKEND_H
